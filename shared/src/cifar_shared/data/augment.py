@@ -1,0 +1,110 @@
+"""Augmentation policy, applied to whole batches with tensor ops on the training device.
+
+One ``AugmentPolicy`` describes what to do; ``BatchAugment`` does it batched (the fast default) and
+``cifar_shared.data.per_sample.albumentations_transform`` does the same per image for the
+DataLoader path. Every op draws from one seeded generator, so a seed fixes the augmentation too.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AffinePolicy:
+    translate: float = 0.0625  # fraction of the image size, each direction
+    scale: float = 0.1  # zoom in [1 - scale, 1 + scale]
+    degrees: float = 45.0  # rotation in [-degrees, degrees]
+    p: float = 0.5
+
+
+@dataclass(frozen=True)
+class AugmentPolicy:
+    crop_padding: int = 0  # random crop back to size after zero padding; 0 disables
+    flip: bool = False  # horizontal flip with p=0.5
+    cutout: int = 0  # side of one square hole filled with the mean; 0 disables
+    cutout_p: float = 1.0
+    affine: AffinePolicy | None = None
+
+    @classmethod
+    def from_config(cls, cfg) -> AugmentPolicy:
+        cfg = dict(cfg or {})
+        affine = cfg.pop("affine", None)
+        cfg.pop("pipeline", None)
+        return cls(**cfg, affine=AffinePolicy(**affine) if affine else None)
+
+
+class BatchAugment:
+    """Applies an ``AugmentPolicy`` to a float batch in [0, 1]; cutout runs after normalization."""
+
+    def __init__(self, policy: AugmentPolicy):
+        self.policy = policy
+
+    def before_normalize(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        p = self.policy
+        if p.affine is not None:
+            x = random_affine(x, p.affine, g)
+        if p.crop_padding:
+            x = random_crop(x, p.crop_padding, g)
+        if p.flip:
+            x = random_flip(x, g)
+        return x
+
+    def after_normalize(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if self.policy.cutout:
+            x = cutout(x, self.policy.cutout, self.policy.cutout_p, g)
+        return x
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
+    return low + (high - low) * torch.rand(n, generator=g, device=g.device)
+
+
+def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], generator=g, device=g.device) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
+    """Zero-pad, then take a per-image HxW window with one gather (no per-image Python loop)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)
+    dy = torch.randint(0, 2 * padding + 1, (n,), generator=g, device=g.device)
+    dx = torch.randint(0, 2 * padding + 1, (n,), generator=g, device=g.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def cutout(x: torch.Tensor, size: int, p: float, g: torch.Generator) -> torch.Tensor:
+    """One size×size hole per image, placed fully inside it (as albumentations' CoarseDropout), set to 0."""
+    n, _, h, w = x.shape
+    top = torch.randint(0, h - size + 1, (n, 1, 1), generator=g, device=g.device)
+    left = torch.randint(0, w - size + 1, (n, 1, 1), generator=g, device=g.device)
+    ys = torch.arange(h, device=x.device)[None, :, None]
+    xs = torch.arange(w, device=x.device)[None, None, :]
+    hole = (ys >= top) & (ys < top + size) & (xs >= left) & (xs < left + size)
+    hole &= (torch.rand(n, 1, 1, generator=g, device=g.device) < p)
+    return x.masked_fill(hole[:, None], 0.0)
+
+
+def random_affine(x: torch.Tensor, policy: AffinePolicy, g: torch.Generator) -> torch.Tensor:
+    """Rotate/scale/shift the whole batch with one affine_grid + grid_sample (zeros outside)."""
+    n = x.shape[0]
+    angle = _uniform(n, -policy.degrees, policy.degrees, g) * (math.pi / 180)
+    scale = _uniform(n, 1 - policy.scale, 1 + policy.scale, g)
+    shift = _uniform(2 * n, -policy.translate, policy.translate, g).view(n, 2) * 2  # grid units span 2
+    apply = torch.rand(n, generator=g, device=g.device) < policy.p
+    angle, scale, shift = angle * apply, torch.where(apply, scale, torch.ones_like(scale)), shift * apply[:, None]
+    # grid_sample maps output -> input, so build the inverse of (rotate, scale, then shift).
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    inv = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)  # (n, 2, 2)
+    theta = torch.cat([inv, -(inv @ shift[:, :, None])], 2).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)

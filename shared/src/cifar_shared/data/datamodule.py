@@ -1,0 +1,83 @@
+"""LightningDataModule: source -> seeded train/val split -> loaders on the training device."""
+
+from __future__ import annotations
+
+import logging
+
+import pytorch_lightning as pl
+import torch
+
+from cifar_shared.data.augment import AugmentPolicy, BatchAugment
+from cifar_shared.data.loader import ShardedPermutation, TensorBatchLoader
+from cifar_shared.data.sources import ImageSet, load_source, split_train_val
+from cifar_shared.data.stats import channel_stats
+
+log = logging.getLogger(__name__)
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Builds loaders for whatever source ``data_cfg`` names; ``augment_cfg`` picks the pipeline.
+
+    ``augment.pipeline=tensor`` (default) augments whole batches on the device; ``per_sample`` runs
+    the same policy through albumentations in DataLoader workers.
+    """
+
+    def __init__(self, data_cfg, augment_cfg, batch_size: int, seed: int, channels_last: bool = False):
+        super().__init__()
+        self.data_cfg, self.augment_cfg = dict(data_cfg), dict(augment_cfg or {})
+        self.batch_size, self.seed, self.channels_last = batch_size, seed, channels_last
+        self.train_set, self.test_set = load_source(self.data_cfg)
+        self.train_set, self.val_set = split_train_val(self.train_set, self.data_cfg.get("val_fraction", 0.1), seed)
+        mean, std = self.data_cfg.get("mean"), self.data_cfg.get("std")
+        if mean is None or std is None:
+            mean, std = channel_stats(self.train_set.images)
+            log.info("normalizing with the training split's mean %s and std %s", _fmt(mean), _fmt(std))
+        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        self.policy = AugmentPolicy.from_config(self.augment_cfg)
+        self.pipeline = self.augment_cfg.get("pipeline", "tensor")
+
+    @property
+    def num_classes(self) -> int:
+        return self.train_set.num_classes
+
+    @property
+    def classes(self) -> list[str]:
+        return self.train_set.classes
+
+    def _placement(self) -> tuple[torch.device, int, int]:
+        if self.trainer is None:
+            return torch.device("cpu"), 0, 1
+        return self.trainer.strategy.root_device, self.trainer.global_rank, self.trainer.world_size
+
+    def _tensor_loader(self, data: ImageSet, train: bool) -> TensorBatchLoader:
+        device, rank, world = self._placement()
+        return TensorBatchLoader(
+            data.images, data.labels, self.batch_size, self.mean, self.std,
+            sampler=ShardedPermutation(len(data), self.seed, shuffle=train, rank=rank, world_size=world),
+            augment=BatchAugment(self.policy) if train else None,
+            drop_last=False, device=device, channels_last=self.channels_last,
+        )
+
+    def train_dataloader(self):
+        if self.pipeline == "tensor":
+            return self._tensor_loader(self.train_set, train=True)
+        from cifar_shared.data.per_sample import albumentations_transform, per_sample_loader
+
+        _, rank, world = self._placement()
+        size = self.train_set.images.shape[-1]
+        return per_sample_loader(
+            self.train_set.images, self.train_set.labels,
+            albumentations_transform(self.policy, self.mean, self.std, size, seed=self.seed + rank),
+            self.batch_size, ShardedPermutation(len(self.train_set), self.seed, True, rank, world),
+            num_workers=int(self.data_cfg.get("num_workers", 2)),
+        )
+
+    def val_dataloader(self):
+        return self._tensor_loader(self.val_set, train=False)
+
+    def test_dataloader(self):
+        return self._tensor_loader(self.test_set, train=False)
+
+
+def _fmt(values) -> str:
+    return "(" + ", ".join(f"{v:.4f}" for v in values) + ")"

@@ -1,0 +1,93 @@
+"""The fast path: the whole split lives on the training device and batches are made with tensor ops.
+
+Under DDP each rank draws the same seeded permutation of the epoch and keeps its own slice, like
+``DistributedSampler``, so ranks never train on duplicated data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from cifar_shared.data.augment import BatchAugment
+
+
+class ShardedPermutation:
+    """Indices for one rank: epoch-seeded permutation, padded to divide evenly, sliced by rank.
+
+    Lightning calls ``set_epoch`` on ``loader.sampler`` before each training epoch, which keeps the
+    order of a resumed run identical to an uninterrupted one.
+    """
+
+    def __init__(self, size: int, seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside world size {world_size}")
+        self.size, self.seed, self.shuffle, self.rank, self.world_size = size, seed, shuffle, rank, world_size
+        self.epoch = 0
+        self.per_rank = math.ceil(size / world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def indices(self) -> torch.Tensor:
+        if self.shuffle:
+            order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
+        else:
+            order = torch.arange(self.size)
+        total = self.per_rank * self.world_size
+        if total > self.size:  # wrap around so every rank gets the same number of samples
+            order = torch.cat([order, order[: total - self.size]])
+        return order[self.rank : total : self.world_size]
+
+    def __len__(self) -> int:
+        return self.per_rank
+
+
+class TensorBatchLoader:
+    """Iterates (images, labels) batches: uint8 gather -> float -> augment -> normalize, on device."""
+
+    batch_sampler = None  # Lightning inspects DataLoader-like attributes; ``sampler`` gets set_epoch
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        sampler: ShardedPermutation,
+        augment: BatchAugment | None = None,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ):
+        self.device = torch.device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size, self.sampler, self.augment, self.drop_last = batch_size, sampler, augment, drop_last
+        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def __len__(self) -> int:
+        n = len(self.sampler)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        s = self.sampler
+        g = torch.Generator(device=self.device).manual_seed((s.seed + 1) * 1_000_003 + s.epoch * 7919 + s.rank)
+        order = s.indices().to(self.device)
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.images[idx].float().div_(255)
+            if self.augment is not None:
+                x = self.augment.before_normalize(x, g)
+            x = (x - self.mean) / self.std
+            if self.augment is not None:
+                x = self.augment.after_normalize(x, g)
+            yield x.contiguous(memory_format=self.memory_format), self.labels[idx]

@@ -1,0 +1,1 @@
+"""Training engine on pytorch-lightning: module, metrics, schedulers, callbacks, trainer, CLI."""

@@ -1,0 +1,67 @@
+"""Run bookkeeping: metrics.json (per-epoch history + test) and one train.log line per epoch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+
+log = logging.getLogger("cifar_shared.run")
+
+
+def _number(v) -> float:
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+class RunRecorder(pl.Callback):
+    """Keeps the history in its state, so it is saved in checkpoints and restored on resume."""
+
+    def __init__(self, path: str | Path, classes: list[str]):
+        self.path = Path(path)
+        self.history: list[dict] = []
+        self.extra: dict = {"classes": classes}
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._epoch_start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/")) or k == "lr"}
+        row = {"epoch": trainer.current_epoch + 1, "time_s": round(time.perf_counter() - self._epoch_start, 3), **dict(sorted(metrics.items()))}
+        self.history.append(row)
+        log.info(_epoch_line(row, trainer.max_epochs))
+        if trainer.is_global_zero:
+            self.write()
+
+    def record(self, key: str, value) -> None:
+        self.extra[key] = value
+        self.write()
+
+    def write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps({**self.extra, "history": self.history}, indent=2))
+        os.replace(tmp, self.path)  # atomic: a crash never leaves half a file
+
+    def state_dict(self):
+        return {"history": self.history, "extra": self.extra}
+
+    def load_state_dict(self, state):
+        self.history = list(state.get("history", []))
+        self.extra = {**state.get("extra", {}), **{k: v for k, v in self.extra.items() if k == "classes"}}
+
+
+def _epoch_line(row: dict, max_epochs: int | None) -> str:
+    def part(split: str) -> str:
+        loss, acc = row.get(f"{split}/loss"), row.get(f"{split}/acc")
+        return f"{split} loss {loss:.4f} acc {acc:.4f}" if loss is not None and acc is not None else f"{split} -"
+
+    lr = row.get("lr")
+    lr_text = f"lr {lr:.3g}" if lr is not None else "lr -"
+    return f"epoch {row['epoch']}/{max_epochs}  {row['time_s']:.1f}s  {part('train')} | {part('val')} | {lr_text}"

@@ -1,0 +1,89 @@
+"""The entry-point plumbing every ``*-train`` command shares.
+
+Hydra does the parsing (``key=value`` overrides, ``-m`` sweeps, ``--cfg job``); this module adds
+the checks that make a user's mistake one line on stderr with exit code 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable
+from importlib import resources
+
+from omegaconf import DictConfig, open_dict
+
+from cifar_shared.engine.config import check_config
+from cifar_shared.errors import UserError
+
+# Flags that read better than overrides; each maps to plain overrides.
+FLAGS = {
+    "--lr-find": ["lr_find.enabled=true"],
+    "--lr-find-only": ["lr_find.enabled=true", "lr_find.only=true"],
+}
+_INSPECT = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--version"}
+
+
+def fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def one_line(error: Exception) -> str:
+    """Hydra/OmegaConf errors span several lines; keep what names the problem and the fix."""
+    text = str(error)
+    key = re.search(r"Key '([^']+)' is not in struct", text)
+    if key:
+        name = re.search(r"Could not override '([^']+)'", text)
+        full = name.group(1) if name else key.group(1)
+        return f"unknown config key '{full}': check its spelling (`--cfg job` prints every key), or add a new key with +{full}=VALUE"
+    missing = re.search(r"Could not find '([^']+)'", text)
+    if missing:
+        group, _, option = missing.group(1).rpartition("/")
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        return f"unknown option '{option}' for {group or 'config'}: choose one of {', '.join(options) or '(none found)'}"
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(("full_key", "object_type", "reference_type"))]
+    return "; ".join(lines[:3]) or type(error).__name__
+
+
+def compose_config(conf_package: str, overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The config a command would run with, for tests and for checking overrides up front."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(resources.files(conf_package)), version_base="1.3"):
+        return compose(config_name=config_name, overrides=overrides)
+
+
+def translate_flags(argv: list[str]) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        out.extend(FLAGS.get(arg, [arg]))
+    return out
+
+
+def run(conf_package: str, task: Callable[[DictConfig], object], argv: list[str] | None = None, config_name: str = "train") -> None:
+    """Run ``task`` under Hydra with the package's config; user errors exit 2 with one line."""
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    argv = translate_flags(list(sys.argv[1:] if argv is None else argv))
+    inspecting = any(a.split("=")[0] in _INSPECT for a in argv)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    if not inspecting and not multirun:
+        try:
+            check_config(compose_config(conf_package, [a for a in argv if not a.startswith("-")], config_name))
+        except UserError as e:
+            fail(str(e))
+        except Exception as e:  # Hydra's parse/composition errors
+            fail(one_line(e))
+
+    def job(cfg: DictConfig):
+        with open_dict(cfg):
+            cfg.output_dir = HydraConfig.get().runtime.output_dir
+        try:
+            return task(cfg)
+        except UserError as e:
+            fail(str(e))
+
+    sys.argv = [sys.argv[0], *argv]
+    hydra.main(config_path=str(resources.files(conf_package)), config_name=config_name, version_base="1.3")(job)()

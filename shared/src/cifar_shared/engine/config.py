@@ -1,0 +1,73 @@
+"""Config checks that Hydra cannot do: types and ranges of the values users override most."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+
+from omegaconf import DictConfig, OmegaConf
+
+from cifar_shared.errors import UserError
+
+_MISSING = object()
+
+
+def _get(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=_MISSING, throw_on_missing=False)
+
+
+def _require(cfg: DictConfig, key: str, kind: str, ok, rule: str) -> None:
+    value = _get(cfg, key)
+    if value is _MISSING:
+        return
+    is_int = isinstance(value, Integral) and not isinstance(value, bool)
+    is_num = isinstance(value, Real) and not isinstance(value, bool)
+    typed = {"int": is_int, "number": is_num, "bool": isinstance(value, bool)}[kind]
+    if not typed or not ok(value):
+        raise UserError(f"{key}={value!r} is invalid: it must be {rule} (e.g. {key}={_EXAMPLES.get(kind, 1)})")
+
+
+_EXAMPLES = {"int": 10, "number": 0.1, "bool": "true"}
+
+_RULES = [
+    ("seed", "int", lambda v: v >= 0, "an integer >= 0"),
+    ("epochs", "int", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.max_epochs", "int", lambda v: v >= 1, "an integer >= 1"),
+    ("batch_size", "int", lambda v: v >= 1, "an integer >= 1"),
+    ("lr", "number", lambda v: v > 0, "a number > 0"),
+    ("optim.lr", "number", lambda v: v > 0, "a number > 0"),
+    ("optim.weight_decay", "number", lambda v: v >= 0, "a number >= 0"),
+    ("label_smoothing", "number", lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    ("data.val_fraction", "number", lambda v: 0 < v < 1, "a number in (0, 1): checkpoints keep the best model on validation"),
+    ("data.num_workers", "int", lambda v: v >= 0, "an integer >= 0"),
+    ("augment.crop_padding", "int", lambda v: 0 <= v <= 16, "an integer in [0, 16]"),
+    ("augment.flip", "bool", lambda v: True, "true or false"),
+    ("augment.cutout", "int", lambda v: v >= 0, "an integer >= 0 (hole side in pixels)"),
+    ("augment.cutout_p", "number", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
+    ("channels_last", "bool", lambda v: True, "true or false"),
+    ("compile", "bool", lambda v: True, "true or false"),
+]
+
+_CHOICES = {
+    "augment.pipeline": ("tensor", "per_sample"),
+    "data.name": ("cifar10", "cifar100", "folder", "synthetic"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Raise ``UserError`` naming the first bad value and what it should be."""
+    try:
+        OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg)))
+    except Exception as e:
+        raise UserError(f"config does not resolve: {str(e).splitlines()[0]}") from None
+    for key, kind, ok, rule in _RULES:
+        _require(cfg, key, kind, ok, rule)
+    for key, choices in _CHOICES.items():
+        value = _get(cfg, key)
+        if value is not _MISSING and value not in choices:
+            raise UserError(f"{key}={value!r} is invalid: choose one of {', '.join(choices)}")
+    if _get(cfg, "data.name") in ("folder",) and _get(cfg, "data.root") in (None, "???", _MISSING):
+        raise UserError("data=folder needs data.root=PATH (a folder with one subfolder per class)")
+    size = _get(cfg, "data.image_size")
+    cut = _get(cfg, "augment.cutout")
+    if isinstance(size, int) and isinstance(cut, int) and cut > size:
+        raise UserError(f"augment.cutout={cut} is larger than the images ({size} px): make it smaller")

@@ -1,0 +1,169 @@
+"""``train(cfg)``: the straight line every package's CLI calls.
+
+seed -> data -> model -> callbacks/loggers -> trainer -> (LR finder) -> fit (resuming) -> test.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+
+from cifar_shared.data.datamodule import ImageDataModule
+from cifar_shared.engine.callbacks import RunRecorder
+from cifar_shared.engine.config import check_config
+from cifar_shared.engine.module import ClassificationModule
+from cifar_shared.errors import UserError
+
+log = logging.getLogger("cifar_shared.train")
+
+
+def train(cfg: DictConfig) -> dict:
+    """Train, test and return the test metrics; the run folder is ``cfg.output_dir``."""
+    check_config(cfg)
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setup_logging(out / "train.log")
+    save_config(cfg, out / "config.yaml")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+
+    dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
+    net = instantiate(cfg.model, num_classes=dm.num_classes)
+    if cfg.get("compile", False):
+        net = torch.compile(net)
+    module = ClassificationModule(
+        net, dm.num_classes,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        label_smoothing=cfg.get("label_smoothing", 0.0),
+        channels_last=cfg.get("channels_last", False),
+    )
+    log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
+             cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
+             len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
+
+    recorder = RunRecorder(out / "metrics.json", dm.classes)
+    trainer = build_trainer(cfg, recorder)
+    last = Path(cfg.checkpoint_dir) / "last.ckpt"
+    resume = last if last.exists() else None
+    if resume is not None:
+        check_checkpoint(resume, module)
+        log.info("resuming from %s", resume)
+    elif cfg.get("lr_find") and cfg.lr_find.get("enabled"):
+        from cifar_shared.engine.lr_finder import find_lr
+
+        suggestion = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
+        recorder.record("lr_find", suggestion)
+        if suggestion["suggestion"] is not None:
+            module.optimizer_factory = functools.partial(module.optimizer_factory, lr=suggestion["suggestion"])
+        if cfg.lr_find.get("only"):
+            log.info("lr_find.only=true: stopping after the LR finder")
+            return {}
+
+    trainer.fit(module, datamodule=dm, ckpt_path=resume)
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    results = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
+    test = {k.removeprefix("test/"): float(v) for k, v in sorted(results.items())}
+    test["checkpoint"] = Path(best).name if best else "final weights"
+    test["confusion_matrix"] = module.test_confusion.compute().tolist()
+    recorder.record("test", test)
+    log.info("test (%s): acc %.4f  f1_macro %.4f  loss %.4f", test["checkpoint"], test["acc"], test["f1_macro"], test["loss"])
+    return test
+
+
+def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    tcfg["precision"] = resolve_precision(tcfg.get("precision", "auto"), tcfg.get("accelerator", "auto"))
+    ccfg = cfg.get("callbacks") or {}
+    callbacks: list[pl.Callback] = [recorder]
+    ckpt = ccfg.get("checkpoint") or {}
+    callbacks.append(ModelCheckpoint(
+        dirpath=cfg.checkpoint_dir,
+        filename="best-epoch{epoch:03d}-acc{val/acc:.4f}",
+        auto_insert_metric_name=False,
+        monitor=ckpt.get("monitor", "val/acc"),
+        mode=ckpt.get("mode", "max"),
+        save_last=True,
+        save_top_k=1,
+        save_on_train_epoch_end=True,
+    ))
+    if ccfg.get("early_stopping"):
+        callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
+    if tcfg.get("enable_progress_bar", True):
+        callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" and sys.stderr.isatty() else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
+    return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False)
+
+
+def build_loggers(cfg: DictConfig) -> list:
+    loggers = []
+    for name, lcfg in (cfg.get("logger") or {}).items():
+        if lcfg is None:
+            continue
+        if "Wandb" in str(lcfg.get("_target_", "")):
+            try:
+                import wandb  # noqa: F401
+            except ImportError:
+                raise UserError("logger=wandb needs wandb: pip install 'cifar-shared[wandb]'") from None
+            if not os.environ.get("WANDB_API_KEY"):
+                lcfg = OmegaConf.merge(lcfg, {"offline": True})
+                log.info("no WANDB_API_KEY: W&B logs offline into %s (sync later with `wandb sync`)", cfg.output_dir)
+        loggers.append(instantiate(lcfg))
+        log.debug("logger %s ready", name)
+    return loggers
+
+
+def resolve_precision(precision, accelerator: str):
+    """'auto': bf16 autocast on GPUs that support it, fp16 with loss scaling on older ones, fp32 elsewhere."""
+    if precision != "auto":
+        return precision
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def check_checkpoint(path: Path, module: pl.LightningModule) -> None:
+    """Refuse, before anything is overwritten, a checkpoint that cannot be resumed."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        state = ckpt["state_dict"]
+    except Exception as e:
+        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}): move it away to start over, or use another output_dir") from None
+    expected = {k: v.shape for k, v in module.state_dict().items()}
+    found = {k: v.shape for k, v in state.items()}
+    if expected.keys() != found.keys() or any(expected[k] != found[k] for k in expected):
+        raise UserError(f"checkpoint {path} was saved by a different model or config: use another output_dir, or the run's own config ({path.parent.parent / 'config.yaml'})")
+
+
+def save_config(cfg: DictConfig, path: Path) -> None:
+    text = OmegaConf.to_yaml(cfg, resolve=True)
+    if path.exists() and path.read_text() != text:
+        log.warning("%s exists and differs from this run's config; keeping it, this run's is in %s", path, path.with_name("config.resumed.yaml"))
+        path.with_name("config.resumed.yaml").write_text(text)
+        return
+    path.write_text(text)
+
+
+def setup_logging(path: Path) -> None:
+    """Console + ``train.log`` (appended, so a resumed run keeps one log)."""
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        if getattr(h, "_cifar", False):
+            root.removeHandler(h)
+            h.close()
+    file = logging.FileHandler(path, mode="a")
+    file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    console.addFilter(lambda r: r.name.startswith("cifar"))
+    for h in (file, console):
+        h._cifar = True
+        root.addHandler(h)
+    root.setLevel(logging.INFO)
