@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from cifar_shared.errors import UserError
+
 
 @dataclass(frozen=True)
 class AffinePolicy:
@@ -33,8 +35,12 @@ class AugmentPolicy:
     @classmethod
     def from_config(cls, cfg) -> AugmentPolicy:
         cfg = dict(cfg or {})
-        affine = cfg.pop("affine", None)
+        affine = dict(cfg.pop("affine", None) or {})
         cfg.pop("pipeline", None)
+        for given, known in ((cfg, cls.__dataclass_fields__), (affine, AffinePolicy.__dataclass_fields__)):
+            unknown = sorted(set(given) - set(known) - {"affine"})
+            if unknown:
+                raise UserError(f"unknown augment key(s) {', '.join(unknown)}: known keys are {', '.join(sorted(known))}")
         return cls(**cfg, affine=AffinePolicy(**affine) if affine else None)
 
 

@@ -1,0 +1,74 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cifar_shared import UserError
+from cifar_shared.data.augment import AffinePolicy, AugmentPolicy, cutout, random_affine, random_crop, random_flip
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+def test_crop_windows_come_from_the_padded_image():
+    x = torch.rand(16, 3, 8, 8)
+    out = random_crop(x, 2, gen())
+    padded = F.pad(x, (2, 2, 2, 2))
+    for i in range(16):
+        windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[i], w) for w in windows)
+    assert not torch.equal(out, x)  # 16 images, some offset is not (2, 2)
+
+
+def test_flip_is_identity_or_mirror_about_half_the_time():
+    x = torch.rand(400, 3, 4, 4)
+    out = random_flip(x, gen())
+    same = (out == x).flatten(1).all(1)
+    mirrored = (out == x.flip(3)).flatten(1).all(1)
+    assert bool((same | mirrored).all())
+    assert 150 < int(mirrored.sum()) < 250
+
+
+def test_cutout_zeroes_one_square_inside_the_image():
+    x = torch.ones(32, 3, 16, 16)
+    out = cutout(x, 6, 1.0, gen())
+    zeros = (out == 0).all(1)  # same hole on every channel
+    assert zeros.flatten(1).sum(1).tolist() == [36] * 32
+    for i in range(32):
+        ys, xs = torch.nonzero(zeros[i], as_tuple=True)
+        assert ys.max() - ys.min() == 5 and xs.max() - xs.min() == 5
+
+
+def test_cutout_probability():
+    out = cutout(torch.ones(1000, 1, 8, 8), 2, 0.5, gen())
+    holes = (out == 0).flatten(1).any(1).float().mean()
+    assert 0.4 < holes < 0.6
+
+
+def test_affine_with_p0_is_identity():
+    x = torch.rand(8, 3, 32, 32)
+    out = random_affine(x, AffinePolicy(p=0.0), gen())
+    assert torch.allclose(out, x, atol=1e-5)
+
+
+def test_affine_matches_a_pure_shift():
+    """translate only, p=1: the content moves by the sampled amount with zeros shifted in."""
+    x = torch.zeros(1, 1, 32, 32)
+    x[0, 0, 10:20, 10:20] = 1
+    out = random_affine(x, AffinePolicy(translate=0.25, scale=0.0, degrees=0.0, p=1.0), gen(3))
+    assert torch.isclose(out.sum(), x.sum(), atol=1.0)  # a shift (subpixel) keeps the mass
+    assert not torch.allclose(out, x)
+
+
+def test_affine_rotation_keeps_a_centered_disc():
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    disc = (((yy - 15.5) ** 2 + (xx - 15.5) ** 2) < 64).float()[None, None].repeat(16, 3, 1, 1)
+    out = random_affine(disc, AffinePolicy(translate=0.0, scale=0.0, degrees=180, p=1.0), gen())
+    assert (out - disc).abs().mean() < 0.02
+
+
+def test_policy_from_config():
+    p = AugmentPolicy.from_config({"pipeline": "tensor", "crop_padding": 4, "flip": True, "cutout": 16, "cutout_p": 0.5, "affine": {"translate": 0.1, "scale": 0.1, "degrees": 10, "p": 0.5}})
+    assert p.crop_padding == 4 and p.affine.degrees == 10
+    with pytest.raises(UserError, match="unknown augment key.*crop_pad"):
+        AugmentPolicy.from_config({"crop_pad": 4})

@@ -1,0 +1,106 @@
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cifar_shared import UserError
+from cifar_shared.data.stats import channel_stats
+from cifar_shared.engine import schedulers
+from cifar_shared.engine.cli import one_line, translate_flags
+from cifar_shared.engine.config import check_config
+from cifar_shared.engine.metrics import classification_metrics
+
+
+def test_channel_stats_match_torch():
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)
+    mean, std = channel_stats(images, chunk=7)
+    x = images.double() / 255
+    assert torch.allclose(torch.tensor(mean, dtype=torch.float64), x.mean((0, 2, 3)), atol=1e-9)
+    assert torch.allclose(torch.tensor(std, dtype=torch.float64), x.permute(1, 0, 2, 3).flatten(1).std(1, unbiased=False), atol=1e-9)
+
+
+def _opt(lr=0.1):
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def _trace(sched_cfg, steps):
+    sched = sched_cfg["scheduler"]
+    opt = sched.optimizer
+    lrs = []
+    for _ in range(steps):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return lrs
+
+
+def test_onecycle_matches_torch_reference():
+    opt = _opt()
+    ours = _trace(schedulers.onecycle(opt, total_steps=100, steps_per_epoch=10, pct_start=0.2, div_factor=100, final_div_factor=1000), 100)
+    ref_opt = _opt()
+    ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.1, total_steps=100, pct_start=0.2, div_factor=100, final_div_factor=1000)
+    expected = []
+    for _ in range(100):
+        expected.append(ref_opt.param_groups[0]["lr"])
+        ref_opt.step()
+        ref.step()
+    assert ours == pytest.approx(expected)
+    assert ours[0] == pytest.approx(0.1 / 100) and max(ours) == pytest.approx(0.1, rel=1e-3)
+
+
+def test_cosine_with_warmup_by_formula():
+    opt = _opt()
+    lrs = _trace(schedulers.cosine(opt, total_steps=60, steps_per_epoch=10, warmup_epochs=1, min_lr=0.001, warmup_start_factor=0.01), 60)
+    assert lrs[0] == pytest.approx(0.001) and lrs[10] == pytest.approx(0.1)
+    t = 25 - 10
+    assert lrs[25] == pytest.approx(0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * t / 50)) / 2)
+
+
+def test_step_with_warmup_decays_every_step_epochs():
+    opt = _opt()
+    lrs = _trace(schedulers.step(opt, total_steps=50, steps_per_epoch=5, step_epochs=2, gamma=0.5, warmup_epochs=1), 50)
+    assert lrs[5] == pytest.approx(0.1) and lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.05)
+
+
+def test_plateau_steps_per_epoch_on_its_monitor():
+    out = schedulers.plateau(_opt(), 10, 1, factor=0.5, patience=0)
+    assert out["interval"] == "epoch" and out["monitor"] == "val/loss"
+
+
+def test_metrics_against_hand_computation():
+    m = classification_metrics(3, "val/")
+    logits = torch.tensor([[5.0, 0, 0], [0, 5, 0], [0, 5, 0], [0, 0, 5], [5, 0, 0]])
+    y = torch.tensor([0, 1, 2, 2, 1])
+    out = m(logits, y)
+    assert out["val/acc"] == pytest.approx(3 / 5)
+    # per-class F1: c0 p=1/2 r=1 -> 2/3; c1 p=1/2 r=1/2 -> 1/2; c2 p=1 r=1/2 -> 2/3
+    assert out["val/f1_macro"] == pytest.approx((2 / 3 + 1 / 2 + 2 / 3) / 3)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ({"epochs": "abc"}, "epochs='abc' is invalid"),
+        ({"batch_size": 0}, "batch_size=0 is invalid"),
+        ({"lr": -1.0}, "lr=-1.0 is invalid"),
+        ({"data": {"val_fraction": 0.0}}, "data.val_fraction=0.0"),
+        ({"augment": {"pipeline": "gpu"}}, "augment.pipeline='gpu' is invalid"),
+    ],
+)
+def test_check_config_names_the_bad_value(override, message):
+    cfg = OmegaConf.merge({"seed": 1, "epochs": 2, "batch_size": 8, "lr": 0.1, "data": {"name": "synthetic", "val_fraction": 0.1}, "augment": {"pipeline": "tensor"}}, override)
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        check_config(cfg)
+
+
+def test_flags_become_overrides():
+    assert translate_flags(["--lr-find", "epochs=1"]) == ["lr_find.enabled=true", "epochs=1"]
+
+
+def test_hydra_errors_become_one_line():
+    text = "Could not override 'epochz'.\nTo append to your config use +epochz=1\nKey 'epochz' is not in struct\n    full_key: epochz\n    object_type=dict"
+    line = one_line(Exception(text))
+    assert "\n" not in line and "unknown config key 'epochz'" in line
+    missing = one_line(Exception("In 'train': Could not find 'data/cifar11'\n\nAvailable options in 'data':\n\tcifar10\n\tsynthetic\n"))
+    assert missing == "unknown option 'cifar11' for data: choose one of cifar10, synthetic"

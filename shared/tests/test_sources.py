@@ -1,0 +1,137 @@
+import pickle
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_cifar10
+from PIL import Image
+
+from cifar_shared import UserError
+from cifar_shared.data import sources
+from cifar_shared.data.sources import load_cifar, load_folder_splits, load_image_folder, make_synthetic, split_train_val
+
+
+def test_cifar10_pickles_decode_to_nchw(cifar10_root):
+    train, test = load_cifar("cifar10", cifar10_root, download=False)
+    assert train.images.shape == (100, 3, 32, 32) and train.images.dtype == torch.uint8
+    assert test.images.shape == (10, 3, 32, 32) and train.labels.dtype == torch.int64
+    assert train.classes[0] == "airplane" and train.num_classes == 10
+    raw = pickle.load(open(cifar10_root / "cifar-10-batches-py" / "data_batch_1", "rb"), encoding="latin1")
+    row = raw["data"][3]  # 1024 red, then green, then blue, row-major
+    assert torch.equal(train.images[3, 1, 2, 5], torch.tensor(row[1024 + 2 * 32 + 5], dtype=torch.uint8))
+    assert train.labels[3] == raw["labels"][3]
+
+
+def test_root_may_be_the_batches_folder_itself(cifar10_root):
+    train, _ = load_cifar("cifar10", cifar10_root / "cifar-10-batches-py", download=False)
+    assert len(train) == 100
+
+
+def test_official_archive_is_extracted(tmp_path):
+    write_cifar10(tmp_path / "src")
+    archive = tmp_path / "data" / "cifar-10-python.tar.gz"
+    archive.parent.mkdir()
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "src" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    train, test = load_cifar("cifar10", archive.parent, download=False)
+    assert len(train) == 100 and len(test) == 10
+
+
+def test_cifar100_format(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)], "coarse_label_names": []}, open(folder / "meta", "wb"))
+    for name, n in (("train", 50), ("test", 20)):
+        pickle.dump({"fine_labels": rng.integers(0, 100, n).tolist(), "coarse_labels": [0] * n, "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}, open(folder / name, "wb"))
+    train, test = load_cifar("cifar100", tmp_path, download=False)
+    assert train.num_classes == 100 and len(train) == 50 and len(test) == 20
+
+
+def test_truncated_pickle_is_a_user_error_naming_the_file(cifar10_root):
+    path = cifar10_root / "cifar-10-batches-py" / "data_batch_2"
+    path.write_bytes(path.read_bytes()[:5000])
+    with pytest.raises(UserError, match="data_batch_2 is truncated or corrupt"):
+        load_cifar("cifar10", cifar10_root, download=False)
+
+
+def test_missing_data_without_download_names_the_fix(tmp_path):
+    with pytest.raises(UserError, match="no cifar10 data under .*data.root"):
+        load_cifar("cifar10", tmp_path, download=False)
+
+
+def test_failed_download_is_one_user_error(tmp_path, monkeypatch):
+    import torchvision.datasets as tvd
+
+    def offline(*args, **kwargs):
+        raise OSError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr(tvd, "CIFAR10", offline)
+    with pytest.raises(UserError, match="download failed") as err:
+        load_cifar("cifar10", tmp_path / "nothing", download=True)
+    assert "\n" not in str(err.value)
+
+
+def _write_folder(root, classes=("cat", "dog"), per_class=4, size=40):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True)
+        for i in range(per_class):
+            Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+
+
+def test_image_folder_decodes_resizes_and_caches(tmp_path):
+    _write_folder(tmp_path / "imgs")
+    data = load_image_folder(tmp_path / "imgs", 32, tmp_path / "cache")
+    assert data.images.shape == (8, 3, 32, 32) and data.classes == ["cat", "dog"]
+    assert data.labels.tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    cached = list((tmp_path / "cache").glob("folder-*.pt"))
+    assert len(cached) == 1
+    again = load_image_folder(tmp_path / "imgs", 32, tmp_path / "cache")
+    assert torch.equal(again.images, data.images)
+
+
+def test_image_folder_with_train_and_test(tmp_path):
+    _write_folder(tmp_path / "train")
+    _write_folder(tmp_path / "test", per_class=2)
+    train, test = load_folder_splits(tmp_path, 32, 0.1, 0, None)
+    assert len(train) == 8 and len(test) == 4
+
+
+def test_empty_and_unreadable_folders_are_user_errors(tmp_path):
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    with pytest.raises(UserError, match="has no images"):
+        load_image_folder(tmp_path / "empty", 32, None)
+    _write_folder(tmp_path / "bad")
+    (tmp_path / "bad" / "cat" / "9.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="cannot read image .*9.png"):
+        load_image_folder(tmp_path / "bad", 32, None)
+
+
+def test_synthetic_is_seeded_and_balanced():
+    a, _ = make_synthetic(10, 200, 50, 32, seed=1)
+    b, _ = make_synthetic(10, 200, 50, 32, seed=1)
+    c, _ = make_synthetic(10, 200, 50, 32, seed=2)
+    assert torch.equal(a.images, b.images) and not torch.equal(a.images, c.images)
+    assert torch.bincount(a.labels).tolist() == [20] * 10
+
+
+def test_split_is_seeded_and_disjoint():
+    data, _ = make_synthetic(10, 100, 10, 8, seed=0)
+    data.images[:, 0, 0, 0] = torch.arange(100, dtype=torch.uint8)  # tag each image
+    tr1, va1 = split_train_val(data, 0.2, seed=5)
+    tr2, va2 = split_train_val(data, 0.2, seed=5)
+    assert len(tr1) == 80 and len(va1) == 20 and torch.equal(va1.images, va2.images)
+    ids = lambda s: set(s.images[:, 0, 0, 0].tolist())  # noqa: E731
+    assert ids(tr1).isdisjoint(ids(va1)) and len(ids(tr1) | ids(va1)) == 100
+
+
+def test_unknown_source():
+    with pytest.raises(UserError, match="unknown data source 'mnist'"):
+        sources.load_source({"name": "mnist"})
+
+
+def test_real_subset_loads(real_subset):
+    train, test = load_cifar("cifar10", real_subset, download=False)
+    assert len(train) == 4660 and len(test) == 423
