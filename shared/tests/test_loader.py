@@ -1,7 +1,6 @@
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from conftest import write_cifar10  # noqa: F401  (keeps the helper importable from here)
 
 from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.sources import make_synthetic

@@ -4,10 +4,10 @@ import tarfile
 import numpy as np
 import pytest
 import torch
-from conftest import write_cifar10
 from PIL import Image
 
 from cifar_shared import UserError
+from cifar_shared.testing import write_cifar10
 from cifar_shared.data import sources
 from cifar_shared.data.sources import load_cifar, load_folder_splits, load_image_folder, make_synthetic, split_train_val
 

@@ -1,12 +1,11 @@
 """Entry points: ``basiccnn-train`` and ``basiccnn-visualize``."""
 
 from cifar_shared.engine.cli import run
-from cifar_shared.engine.train import train
 from cifar_shared.plots import visualize_main
 
 
 def train_main() -> None:
-    run("cifar_basiccnn.conf", train)
+    run("cifar_basiccnn.conf")
 
 
 __all__ = ["train_main", "visualize_main"]

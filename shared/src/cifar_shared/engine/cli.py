@@ -31,7 +31,7 @@ def fail(message: str) -> None:
 
 def one_line(error: Exception) -> str:
     """Hydra/OmegaConf errors span several lines; keep what names the problem and the fix."""
-    text = str(error)
+    text = "\n".join(str(e) for e in (error, error.__cause__, error.__context__) if e is not None)
     key = re.search(r"Key '([^']+)' is not in struct", text)
     if key:
         name = re.search(r"Could not override '([^']+)'", text)
@@ -61,7 +61,14 @@ def translate_flags(argv: list[str]) -> list[str]:
     return out
 
 
-def run(conf_package: str, task: Callable[[DictConfig], object], argv: list[str] | None = None, config_name: str = "train") -> None:
+def train_task(cfg: DictConfig):
+    """The shared ``train``, imported only once the config is known good (torch imports are slow)."""
+    from cifar_shared.engine.train import train
+
+    return train(cfg)
+
+
+def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, argv: list[str] | None = None, config_name: str = "train") -> None:
     """Run ``task`` under Hydra with the package's config; user errors exit 2 with one line."""
     import hydra
     from hydra.core.hydra_config import HydraConfig

@@ -50,14 +50,14 @@ def train(cfg: DictConfig) -> dict:
              cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
              len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
 
-    recorder = RunRecorder(out / "metrics.json", dm.classes)
-    trainer = build_trainer(cfg, recorder)
     last = Path(cfg.checkpoint_dir) / "last.ckpt"
     resume = last if last.exists() else None
     if resume is not None:
         check_checkpoint(resume, module)
         log.info("resuming from %s", resume)
-    elif cfg.get("lr_find") and cfg.lr_find.get("enabled"):
+    recorder = RunRecorder(out / "metrics.json", dm.classes)
+    trainer = build_trainer(cfg, recorder)
+    if resume is None and cfg.get("lr_find") and cfg.lr_find.get("enabled"):
         from cifar_shared.engine.lr_finder import find_lr
 
         suggestion = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
@@ -152,7 +152,7 @@ def save_config(cfg: DictConfig, path: Path) -> None:
 
 
 def setup_logging(path: Path) -> None:
-    """Console + ``train.log`` (appended, so a resumed run keeps one log)."""
+    """Console (stdout) + ``train.log`` (appended, so a resumed run keeps one log)."""
     root = logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "_cifar", False):
@@ -160,7 +160,7 @@ def setup_logging(path: Path) -> None:
             h.close()
     file = logging.FileHandler(path, mode="a")
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    console = logging.StreamHandler(sys.stderr)
+    console = logging.StreamHandler(sys.stdout)  # progress on stdout; stderr is for errors
     console.setFormatter(logging.Formatter("%(message)s"))
     console.addFilter(lambda r: r.name.startswith("cifar"))
     for h in (file, console):

@@ -1,0 +1,83 @@
+"""The commands as a user runs them: exit codes, one-line errors, files kept."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+FAST = ["data=synthetic", "data.train_size=300", "data.test_size=100", "trainer.enable_progress_bar=false"]
+
+
+def cli(*args: str, tool: str = "basiccnn-train") -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, timeout=300)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_smoke_run_writes_the_run_folder(tmp_path):
+    result = cli(*FAST, "epochs=1", f"output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert len(metrics["history"]) == 1 and 0 <= metrics["test"]["acc"] <= 1
+    figures = cli(str(tmp_path), tool="basiccnn-visualize")
+    assert figures.returncode == 0 and (tmp_path / "confusion_matrix.png").exists()
+
+
+def test_unknown_key():
+    assert_one_line_error(cli("epochz=3"), "unknown config key 'epochz'")
+
+
+def test_wrong_type_and_range():
+    assert_one_line_error(cli("epochs=abc"), "epochs='abc'", "integer")
+    assert_one_line_error(cli("data.val_fraction=1.5"), "data.val_fraction=1.5")
+
+
+def test_unknown_group_option():
+    assert_one_line_error(cli("data=cifar11"), "unknown option 'cifar11'", "cifar10")
+
+
+def test_truncated_pickles(tmp_path):
+    from cifar_shared.testing import write_cifar10
+
+    folder = write_cifar10(tmp_path)
+    for f in folder.glob("data_batch_*"):
+        f.write_bytes(f.read_bytes()[:1000])
+    assert_one_line_error(cli(f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "data_batch_1 is truncated or corrupt")
+
+
+def test_empty_folder_without_network(tmp_path):
+    assert_one_line_error(cli(f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "no cifar10 data under", "data.root")
+
+
+def test_unreadable_checkpoint_is_kept(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "last.ckpt").write_text("not a checkpoint")
+    (tmp_path / "metrics.json").write_text('{"history": []}')
+    assert_one_line_error(cli(*FAST, f"output_dir={tmp_path}"), "last.ckpt is unreadable")
+    assert (tmp_path / "checkpoints" / "last.ckpt").read_text() == "not a checkpoint"
+    assert (tmp_path / "metrics.json").read_text() == '{"history": []}'
+
+
+def test_visualize_missing_run(tmp_path):
+    assert_one_line_error(cli(str(tmp_path), tool="basiccnn-visualize"), "metrics.json does not exist")
+
+
+def test_print_resolved_config():
+    result = cli("--cfg", "job", "lr=0.01")
+    assert result.returncode == 0 and "lr: 0.01" in result.stdout
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_entry_points_exist():
+    assert (BIN / "basiccnn-train").exists() and (BIN / "basiccnn-visualize").exists()

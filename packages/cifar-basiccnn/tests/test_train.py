@@ -1,0 +1,69 @@
+import json
+
+import pytest
+import torch
+from conftest import small_config
+
+from cifar_shared import UserError
+from cifar_shared.engine.train import train
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    return out, train(small_config(out))
+
+
+def test_run_folder_contract(run):
+    out, test = run
+    assert (out / "config.yaml").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    assert len(list((out / "checkpoints").glob("best-*.ckpt"))) == 1
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    log = (out / "train.log").read_text()
+    assert "epoch 1/2" in log and "epoch 2/2" in log and "test (" in log
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["history"]] == [1, 2]
+    assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/f1_macro", "lr"} <= set(metrics["history"][0])
+    assert 0 <= metrics["test"]["acc"] <= 1 and "f1_macro" in metrics["test"]
+    assert metrics["test"] == test
+    assert torch.tensor(metrics["test"]["confusion_matrix"]).sum() == 200
+
+
+def test_it_learns(run):
+    out, test = run
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert history[1]["train/loss"] < history[0]["train/loss"]
+    assert test["acc"] > 0.5  # 10 classes: chance is 0.1
+
+
+def test_same_config_same_numbers(run, tmp_path):
+    _, first = run
+    again = train(small_config(tmp_path))
+    assert again["acc"] == first["acc"] and again["loss"] == pytest.approx(first["loss"], abs=0)
+
+
+def test_rerun_resumes_from_last_checkpoint(run, tmp_path):
+    first = tmp_path / "resume"
+    train(small_config(first))
+    train(small_config(first, "epochs=3"))
+    history = json.loads((first / "metrics.json").read_text())["history"]
+    assert [row["epoch"] for row in history] == [1, 2, 3]
+    assert "resuming from" in (first / "train.log").read_text()
+
+
+def test_unreadable_checkpoint_is_refused_and_kept(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"garbage")
+    with pytest.raises(UserError, match="last.ckpt is unreadable"):
+        train(small_config(tmp_path))
+    assert last.read_bytes() == b"garbage"
+
+
+def test_visualize_writes_figures(run):
+    from cifar_shared.plots import plot_run
+
+    out, _ = run
+    names = {p.name for p in plot_run(out)}
+    assert names == {"loss.png", "accuracy.png", "f1.png", "lr.png", "confusion_matrix.png"}
+    assert all((out / n).stat().st_size > 1000 for n in names)
