@@ -3,26 +3,39 @@ import torch
 import torch.nn.functional as F
 
 from cifar_shared import UserError
-from cifar_shared.data.augment import AffinePolicy, AugmentPolicy, cutout, random_affine, random_crop, random_flip
+from cifar_shared.data.augment import (
+    AffinePolicy,
+    AugmentPolicy,
+    cutout,
+    random_affine,
+    random_crop_flip,
+)
 
 
 def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-def test_crop_windows_come_from_the_padded_image():
-    x = torch.rand(16, 3, 8, 8)
-    out = random_crop(x, 2, gen())
+@pytest.mark.parametrize("flip", [False, True])
+def test_crop_windows_come_from_the_padded_image(flip):
+    x = torch.randint(0, 256, (32, 3, 8, 8), dtype=torch.uint8)
     padded = F.pad(x, (2, 2, 2, 2))
-    for i in range(16):
+    out = random_crop_flip(padded, 2, flip, gen())
+    assert out.shape == x.shape and out.dtype == torch.uint8
+    mirrored = 0
+    for i in range(32):
         windows = [padded[i, :, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
-        assert any(torch.equal(out[i], w) for w in windows)
-    assert not torch.equal(out, x)  # 16 images, some offset is not (2, 2)
+        plain = any(torch.equal(out[i], w) for w in windows)
+        flipped = any(torch.equal(out[i], w.flip(2)) for w in windows)
+        assert plain or flipped
+        mirrored += flipped and not plain
+    assert not torch.equal(out, x)
+    assert (mirrored > 5) == flip
 
 
 def test_flip_is_identity_or_mirror_about_half_the_time():
     x = torch.rand(400, 3, 4, 4)
-    out = random_flip(x, gen())
+    out = random_crop_flip(x, 0, True, gen())
     same = (out == x).flatten(1).all(1)
     mirrored = (out == x.flip(3)).flatten(1).all(1)
     assert bool((same | mirrored).all())

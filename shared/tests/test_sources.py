@@ -7,9 +7,15 @@ import torch
 from PIL import Image
 
 from cifar_shared import UserError
-from cifar_shared.testing import write_cifar10
 from cifar_shared.data import sources
-from cifar_shared.data.sources import load_cifar, load_folder_splits, load_image_folder, make_synthetic, split_train_val
+from cifar_shared.data.sources import (
+    load_cifar,
+    load_folder_splits,
+    load_image_folder,
+    make_synthetic,
+    split_train_val,
+)
+from cifar_shared.testing import write_cifar10
 
 
 def test_cifar10_pickles_decode_to_nchw(cifar10_root):
@@ -135,3 +141,27 @@ def test_unknown_source():
 def test_real_subset_loads(real_subset):
     train, test = load_cifar("cifar10", real_subset, download=False)
     assert len(train) == 4660 and len(test) == 423
+
+
+def test_export_roundtrips_through_the_folder_source(tmp_path, cifar10_root):
+    import csv
+
+    from cifar_shared.tools import export_main
+
+    export_main(["--data", "cifar10", "--root", str(cifar10_root), "--out", str(tmp_path / "png")])
+    rows = list(csv.DictReader(open(tmp_path / "png" / "train" / "labels.csv")))
+    assert len(rows) == 100 and set(rows[0]) == {"file", "label", "class"}
+    original, test = load_cifar("cifar10", cifar10_root, download=False)
+    back, back_test = load_folder_splits(tmp_path / "png", 32, 0.1, 0, None)
+    assert len(back) == 100 and len(back_test) == len(test)
+    # class folders sort alphabetically, as CIFAR-10's names already do; pixels survive PNG exactly
+    order = sorted(range(100), key=lambda i: (original.labels[i].item(), i))
+    assert torch.equal(back.images, original.images[order]) and back.classes == original.classes
+
+
+def test_stats_command_prints_config_lines(capsys, cifar10_root):
+    from cifar_shared.tools import stats_main
+
+    stats_main(["--data", "cifar10", "--root", str(cifar10_root)])
+    out = capsys.readouterr().out
+    assert out.count("mean: [") == 1 and out.count("std: [") == 1

@@ -45,47 +45,50 @@ class AugmentPolicy:
 
 
 class BatchAugment:
-    """Applies an ``AugmentPolicy`` to a float batch in [0, 1]; cutout runs after normalization."""
+    """Applies an ``AugmentPolicy`` in three stages of the loader, each on the cheapest dtype.
+
+    crop + flip: one gather on uint8 images that the loader padded once up front (``pad``);
+    affine: on floats of any scale (bilinear sampling is linear; zeros outside, as albumentations);
+    cutout: after normalization, where 0 is the dataset mean.
+    """
 
     def __init__(self, policy: AugmentPolicy):
         self.policy = policy
+        self.pad = policy.crop_padding
 
-    def before_normalize(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        p = self.policy
-        if p.affine is not None:
-            x = random_affine(x, p.affine, g)
-        if p.crop_padding:
-            x = random_crop(x, p.crop_padding, g)
-        if p.flip:
-            x = random_flip(x, g)
+    def on_uint8(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        if self.pad or self.policy.flip:
+            x = random_crop_flip(x, self.pad, self.policy.flip, g)
         return x
 
-    def after_normalize(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        if self.policy.cutout:
-            x = cutout(x, self.policy.cutout, self.policy.cutout_p, g)
-        return x
+    def on_float(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return random_affine(x, self.policy.affine, g) if self.policy.affine is not None else x
+
+    def on_normalized(self, x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        return cutout(x, self.policy.cutout, self.policy.cutout_p, g) if self.policy.cutout else x
 
 
 def _uniform(n: int, low: float, high: float, g: torch.Generator) -> torch.Tensor:
     return low + (high - low) * torch.rand(n, generator=g, device=g.device)
 
 
-def random_flip(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], generator=g, device=g.device) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
+def random_crop_flip(padded: torch.Tensor, padding: int, flip: bool, g: torch.Generator) -> torch.Tensor:
+    """Per-image random window of an already padded batch, mirrored with p=0.5, as one gather.
 
-
-def random_crop(x: torch.Tensor, padding: int, g: torch.Generator) -> torch.Tensor:
-    """Zero-pad, then take a per-image HxW window with one gather (no per-image Python loop)."""
-    n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)
-    dy = torch.randint(0, 2 * padding + 1, (n,), generator=g, device=g.device)
-    dx = torch.randint(0, 2 * padding + 1, (n,), generator=g, device=g.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
+    Mirroring is just reading the window's columns right to left, so it costs nothing extra.
+    """
+    n, c, hp, wp = padded.shape
+    h, w = hp - 2 * padding, wp - 2 * padding
+    dev = padded.device
+    dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=g, device=g.device).to(dev)
+    dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=g, device=g.device).to(dev)
+    cols = torch.arange(w, device=dev).view(1, 1, w)
+    if flip:
+        mirrored = (torch.rand(n, 1, 1, generator=g, device=g.device) < 0.5).to(dev)
+        cols = torch.where(mirrored, w - 1 - cols, cols)
+    rows = torch.arange(h, device=dev).view(1, h, 1)
+    index = ((dy + rows) * wp + dx + cols).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, hp * wp).gather(2, index).view(n, c, h, w)
 
 
 def cutout(x: torch.Tensor, size: int, p: float, g: torch.Generator) -> torch.Tensor:

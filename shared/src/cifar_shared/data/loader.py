@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 
 from cifar_shared.data.augment import BatchAugment
 
@@ -49,7 +50,7 @@ class ShardedPermutation:
 
 
 class TensorBatchLoader:
-    """Iterates (images, labels) batches: uint8 gather -> float -> augment -> normalize, on device."""
+    """Iterates (images, labels) batches on the device: uint8 gather -> crop/flip -> float -> normalize."""
 
     batch_sampler = None  # Lightning inspects DataLoader-like attributes; ``sampler`` gets set_epoch
 
@@ -67,11 +68,13 @@ class TensorBatchLoader:
         channels_last: bool = False,
     ):
         self.device = torch.device(device)
-        self.images = images.to(self.device)
+        pad = augment.pad if augment is not None else 0
+        self.images = F.pad(images, (pad,) * 4).to(self.device)  # padded once, not per batch
         self.labels = labels.to(self.device)
         self.batch_size, self.sampler, self.augment, self.drop_last = batch_size, sampler, augment, drop_last
-        self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
+        # normalize((x / 255 - mean) / std) as one multiply-add
+        self.scale = (1 / (255 * torch.tensor(std))).view(1, -1, 1, 1).to(self.device)
+        self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1).to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def __len__(self) -> int:
@@ -84,10 +87,10 @@ class TensorBatchLoader:
         order = s.indices().to(self.device)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
-            x = self.images[idx].float().div_(255)
-            if self.augment is not None:
-                x = self.augment.before_normalize(x, g)
-            x = (x - self.mean) / self.std
-            if self.augment is not None:
-                x = self.augment.after_normalize(x, g)
+            x = self.images[idx]
+            if self.augment is None:
+                x = torch.addcmul(self.shift, x.float(), self.scale)
+            else:
+                x = self.augment.on_float(self.augment.on_uint8(x, g).float(), g)
+                x = self.augment.on_normalized(torch.addcmul(self.shift, x, self.scale), g)
             yield x.contiguous(memory_format=self.memory_format), self.labels[idx]

@@ -1,0 +1,26 @@
+from pathlib import Path
+
+import pytest
+
+from cifar_shared.engine.cli import compose_config
+
+REAL_SUBSET = (Path(__file__).parents[3] / ".." / "shared" / "data" / "cifar10-subset").resolve()
+
+# ResNet-18 with the CIFAR stem costs ~16x the ImageNet stem's compute at 32x32, so the plumbing
+# tests use the ImageNet stem; the CIFAR stem is covered by test_model and the real-data test.
+FAST = ["model.stem=imagenet", "trainer.enable_progress_bar=false"]
+
+
+def small_config(output_dir: Path, *overrides: str):
+    """The real resnet config, shrunk to seconds on CPU."""
+    return compose_config("cifar_resnet.conf", [
+        "data=synthetic", "data.train_size=256", "data.test_size=64", "epochs=1", "batch_size=32",
+        *FAST, f"output_dir={output_dir}", *overrides,
+    ])
+
+
+@pytest.fixture
+def real_subset() -> Path:
+    if not (REAL_SUBSET / "cifar-10-batches-py" / "data_batch_1").exists():
+        pytest.skip(f"real CIFAR-10 subset not found at {REAL_SUBSET}")
+    return REAL_SUBSET

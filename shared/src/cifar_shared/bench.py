@@ -1,0 +1,92 @@
+"""``cifar-bench-loader``: training-batch throughput of the batch loader vs a textbook pipeline.
+
+Both make the same batches (random crop with 4 px padding, horizontal flip, normalize, batch 128)
+from the same images in the same run. The textbook pipeline is what most CIFAR tutorials do:
+``torchvision.datasets.CIFAR10.__getitem__`` (a PIL image per sample), PIL transforms, and a
+DataLoader with worker processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
+from cifar_shared.data.sources import ImageSet, load_cifar, make_synthetic
+from cifar_shared.testing import real_subset_path
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+
+
+class TextbookCIFAR(Dataset):
+    """Mirrors ``torchvision.datasets.CIFAR10``: HWC uint8 array, PIL image per item, transform."""
+
+    def __init__(self, data: ImageSet, transform):
+        self.data = data.images.permute(0, 2, 3, 1).numpy()
+        self.targets = data.labels.tolist()
+        self.transform = transform
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, index):
+        img = Image.fromarray(self.data[index])
+        return self.transform(img), self.targets[index]
+
+
+def images_per_second(loader, epochs: int) -> float:
+    """Wall time to draw every training batch of ``epochs`` epochs (after one warm-up epoch)."""
+    for _ in loader:
+        pass
+    count, start = 0, time.perf_counter()
+    for epoch in range(epochs):
+        if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch + 1)
+        for x, _ in loader:
+            count += x.shape[0]
+    return count / (time.perf_counter() - start)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import torchvision.transforms as T
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default=None, help="CIFAR-10 folder (default: the real subset beside the repo, else synthetic)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook pipeline")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    args = parser.parse_args(argv)
+
+    root = args.root or real_subset_path()
+    try:
+        data, _ = load_cifar("cifar10", root, download=False)
+        source = f"CIFAR-10 at {root}"
+    except Exception:
+        data, _ = make_synthetic(10, 5000, 10, 32, seed=0)
+        source = "synthetic (no CIFAR-10 found)"
+
+    fast = TensorBatchLoader(
+        data.images, data.labels, args.batch_size, MEAN, STD, ShardedPermutation(len(data), seed=0),
+        BatchAugment(AugmentPolicy(crop_padding=4, flip=True)), device=args.device,
+    )
+    textbook = DataLoader(
+        TextbookCIFAR(data, T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])),
+        batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=args.workers > 0,
+    )
+    fast_ips = images_per_second(fast, args.epochs)
+    slow_ips = images_per_second(textbook, args.epochs)
+    print(f"data: {source}, {len(data)} images, batch {args.batch_size}, {args.epochs} epochs after 1 warm-up")
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device {args.device}")
+    print(f"batch loader (tensor ops on {args.device}):      {fast_ips:12,.0f} images/s")
+    print(f"textbook (PIL + DataLoader, {args.workers} workers): {slow_ips:12,.0f} images/s")
+    print(f"ratio: {fast_ips / slow_ips:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
