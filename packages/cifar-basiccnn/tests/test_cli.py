@@ -81,3 +81,10 @@ def test_print_resolved_config():
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_entry_points_exist():
     assert (BIN / "basiccnn-train").exists() and (BIN / "basiccnn-visualize").exists()
+
+
+def test_multirun_sweep_gets_one_run_folder_per_job(tmp_path):
+    result = cli("-m", *FAST, "data.train_size=200", "epochs=1", "seed=1,2", f"output_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    seeds = [json.loads((tmp_path / str(job) / "metrics.json").read_text()) and (tmp_path / str(job) / "config.yaml").read_text() for job in (0, 1)]
+    assert "seed: 1" in seeds[0] and "seed: 2" in seeds[1]

@@ -1,0 +1,41 @@
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).with_name("resnet-train")
+COMMAND = str(SCRIPT) if SCRIPT.exists() else shutil.which("resnet-train")
+SMALL = ["data=synthetic", "data.train_size=256", "data.test_size=64", "batch_size=32", "model.stem=imagenet",
+         "trainer.enable_progress_bar=false"]
+
+
+def resnet_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([COMMAND, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(autouse=True)
+def _installed():
+    if COMMAND is None:
+        pytest.skip("resnet-train is not installed in this environment")
+
+
+def test_lr_find_only_plots_records_and_stops(tmp_path):
+    done = resnet_train("--lr-find-only", *SMALL, "lr_find.num_steps=15", f"output_dir={tmp_path}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "lr_finder.png").exists() and (tmp_path / "model_info.txt").exists()
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert "suggestion" in metrics["lr_find"] and "test" not in metrics and not metrics["history"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ("no_such_key=1", "error: unknown config key 'no_such_key'"),
+    ("model.stem=tiny", "error: model.stem='tiny' is invalid"),
+])
+def test_user_mistakes_exit_2_with_one_line(tmp_path, override, message):
+    done = resnet_train(*SMALL, override, f"output_dir={tmp_path}")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,60 @@
+import json
+import math
+import re
+
+import pytest
+from conftest import small_config
+
+from cifar_resnet.cli import check_model, train_resnet, write_model_info
+from cifar_shared import UserError
+from cifar_shared.engine.cli import compose_config
+
+
+@pytest.fixture(scope="module")
+def lr_find_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lr_find_run")
+    return out, train_resnet(small_config(out, "lr_find.enabled=true", "lr_find.num_steps=20"))
+
+
+def test_lr_finder_picks_onecycle_peak(lr_find_run):
+    out, _ = lr_find_run
+    assert (out / "lr_finder.png").stat().st_size > 1000
+    metrics = json.loads((out / "metrics.json").read_text())
+    suggestion = metrics["lr_find"]["suggestion"]
+    assert isinstance(suggestion, float) and suggestion > 0
+    assert f"LR finder suggests lr {suggestion:.4g}" in (out / "train.log").read_text()
+    # OneCycle starts at max_lr / div_factor: the suggestion, not the configured lr, is the peak
+    assert metrics["history"][0]["lr"] == pytest.approx(suggestion / 100)
+
+
+def test_run_folder_has_model_info_and_results(lr_find_run):
+    out, test = lr_find_run
+    info = (out / "model_info.txt").read_text()
+    logged = re.search(r"resnet: ([\d,]+) parameters", (out / "train.log").read_text()).group(1)
+    assert f"Total params: {logged}" in info and "Input Shape" in info and "[1, 3, 32, 32]" in info
+    assert (out / "checkpoints" / "last.ckpt").exists() and 0 <= test["acc"] <= 1
+    assert "epoch 1/1" in (out / "train.log").read_text()
+
+
+@pytest.mark.parametrize("stem, total", [("cifar", "11,220,132"), ("imagenet", "11,227,812")])
+def test_model_info_counts_at_100_classes(tmp_path, stem, total):
+    cfg = compose_config("cifar_resnet.conf", ["data=synthetic", "data.num_classes=100", "data.train_size=100", "data.test_size=10", f"model.stem={stem}"])
+    text = write_model_info(cfg, tmp_path / "model_info.txt")
+    assert f"Total params: {total}" in text and text == (tmp_path / "model_info.txt").read_text()
+    assert text.startswith(f"resnet18, stem={stem}, 100 classes")
+
+
+@pytest.mark.parametrize("pipeline", ["tensor", "per_sample"])
+def test_both_augment_pipelines_train(tmp_path, pipeline):
+    cfg = small_config(tmp_path, f"augment.pipeline={pipeline}", "data.num_workers=1",
+                       "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
+    test = train_resnet(cfg)
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert len(history) == 1 and math.isfinite(history[0]["train/loss"]) and 0 <= test["acc"] <= 1
+
+
+def test_bad_model_names_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="model.stem='tiny' is invalid"):
+        check_model(small_config(tmp_path, "model.stem=tiny"))
+    with pytest.raises(UserError, match="model.arch='resnet101' is invalid"):
+        check_model(small_config(tmp_path, "model.arch=resnet101"))
