@@ -9,6 +9,7 @@ from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine import schedulers
 from cifar_shared.engine.cli import one_line, translate_flags
 from cifar_shared.engine.config import check_config
+from cifar_shared.engine.lr_finder import lr_at_min_over_10
 from cifar_shared.engine.metrics import classification_metrics
 
 
@@ -86,12 +87,20 @@ def test_metrics_against_hand_computation():
         ({"lr": -1.0}, "lr=-1.0 is invalid"),
         ({"data": {"val_fraction": 0.0}}, "data.val_fraction=0.0"),
         ({"augment": {"pipeline": "gpu"}}, "augment.pipeline='gpu' is invalid"),
+        ({"lr_find": {"rule": "valley"}}, "lr_find.rule='valley' is invalid"),
+        ({"lr_find": {"min_lr": 0.1, "max_lr": 0.01}}, "lr_find.min_lr=0.1 must be below"),
     ],
 )
 def test_check_config_names_the_bad_value(override, message):
     cfg = OmegaConf.merge({"seed": 1, "epochs": 2, "batch_size": 8, "lr": 0.1, "data": {"name": "synthetic", "val_fraction": 0.1}, "augment": {"pipeline": "tensor"}}, override)
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         check_config(cfg)
+
+
+def test_min_over_10_takes_a_tenth_of_the_lr_at_the_lowest_finite_loss():
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    assert lr_at_min_over_10(lrs, [2.3, 2.0, 1.5, 1.8, float("nan")]) == pytest.approx(1e-3)
+    assert lr_at_min_over_10(lrs[:2], [2.3, 2.0]) is None  # too short a curve to trust
 
 
 def test_flags_become_overrides():

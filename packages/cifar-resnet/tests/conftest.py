@@ -3,11 +3,10 @@ from pathlib import Path
 import pytest
 
 from cifar_shared.engine.cli import compose_config
-
-REAL_SUBSET = (Path(__file__).parents[3] / ".." / "shared" / "data" / "cifar10-subset").resolve()
+from cifar_shared.testing import real_subset_path
 
 # ResNet-18 with the CIFAR stem costs ~16x the ImageNet stem's compute at 32x32, so the plumbing
-# tests use the ImageNet stem; the CIFAR stem is covered by test_model and the real-data test.
+# tests use the ImageNet stem; the CIFAR stem is covered by test_model and the model_info test.
 FAST = ["model.stem=imagenet", "trainer.enable_progress_bar=false"]
 
 
@@ -21,6 +20,7 @@ def small_config(output_dir: Path, *overrides: str):
 
 @pytest.fixture
 def real_subset() -> Path:
-    if not (REAL_SUBSET / "cifar-10-batches-py" / "data_batch_1").exists():
-        pytest.skip(f"real CIFAR-10 subset not found at {REAL_SUBSET}")
-    return REAL_SUBSET
+    path = real_subset_path()  # ../shared/data/cifar10-subset beside the repo, or $CIFAR10_SUBSET
+    if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
+        pytest.skip(f"real CIFAR-10 subset not found at {path}")
+    return path

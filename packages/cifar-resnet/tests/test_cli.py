@@ -23,19 +23,16 @@ def _installed():
 
 
 def test_lr_find_only_plots_records_and_stops(tmp_path):
-    done = resnet_train("--lr-find-only", *SMALL, "lr_find.num_steps=15", f"output_dir={tmp_path}")
+    done = resnet_train("--lr-find-only", *SMALL, "lr_find.num_steps=5", f"output_dir={tmp_path}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert (tmp_path / "lr_finder.png").exists() and (tmp_path / "model_info.txt").exists()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert "suggestion" in metrics["lr_find"] and "test" not in metrics and not metrics["history"]
+    assert not (tmp_path / "checkpoints" / "last.ckpt").exists()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("no_such_key=1", "error: unknown config key 'no_such_key'"),
-    ("model.stem=tiny", "error: model.stem='tiny' is invalid"),
-])
-def test_user_mistakes_exit_2_with_one_line(tmp_path, override, message):
-    done = resnet_train(*SMALL, override, f"output_dir={tmp_path}")
-    assert done.returncode == 2
-    assert done.stderr.strip().startswith(message) and len(done.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in done.stderr
+def test_unknown_key_exits_2_with_one_line(tmp_path):
+    done = resnet_train(*SMALL, "no_such_key=1", f"output_dir={tmp_path}")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: unknown config key 'no_such_key'") and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "config.yaml").exists()  # refused before anything was written

@@ -13,6 +13,7 @@ from cifar_shared.engine.cli import compose_config
 @pytest.fixture(scope="module")
 def lr_find_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("lr_find_run")
+    # 230 training images at batch 32 are 8 batches an epoch: the 20-step sweep must span epochs
     return out, train_resnet(small_config(out, "lr_find.enabled=true", "lr_find.num_steps=20"))
 
 
@@ -20,9 +21,12 @@ def test_lr_finder_picks_onecycle_peak(lr_find_run):
     out, _ = lr_find_run
     assert (out / "lr_finder.png").stat().st_size > 1000
     metrics = json.loads((out / "metrics.json").read_text())
-    suggestion = metrics["lr_find"]["suggestion"]
-    assert isinstance(suggestion, float) and suggestion > 0
-    assert f"LR finder suggests lr {suggestion:.4g}" in (out / "train.log").read_text()
+    found = metrics["lr_find"]
+    assert len(found["lr"]) == len(found["loss"]) > 8, "the sweep stopped at the end of the first epoch"
+    suggestion = found["suggestion"]
+    assert found["rule"] == "min_over_10"
+    assert suggestion == pytest.approx(found["lr"][found["loss"].index(min(found["loss"]))] / 10)
+    assert f"picks lr {suggestion:.4g}" in (out / "train.log").read_text()
     # OneCycle starts at max_lr / div_factor: the suggestion, not the configured lr, is the peak
     assert metrics["history"][0]["lr"] == pytest.approx(suggestion / 100)
 

@@ -15,13 +15,12 @@ from pathlib import Path
 
 import torch
 
-from cifar_shared.data import AugmentPolicy, BatchAugment, ImageSet, ShardedPermutation, TensorBatchLoader
+from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.per_sample import albumentations_transform, per_sample_loader
-from cifar_shared.data.sources import load_cifar, make_synthetic
+from cifar_shared.data.sources import ImageSet, load_cifar, make_synthetic
 from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine.cli import compose_config
-
-DEFAULT_ROOT = "../shared/data/cifar10-subset"
+from cifar_shared.testing import real_subset_path
 
 
 def load_images(root: Path) -> tuple[ImageSet, str]:
@@ -57,14 +56,14 @@ def main(argv: list[str] | None = None) -> None:
 def measure(argv: list[str] | None = None) -> dict[str, float]:
     """Parse ``argv``, time both paths, print the table; return images/s per path."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0].strip("`: "))
-    parser.add_argument("--data-root", type=Path, default=Path(DEFAULT_ROOT), help=f"CIFAR-10 folder (default {DEFAULT_ROOT}); synthetic images when absent")
+    parser.add_argument("--data-root", type=Path, default=None, help="CIFAR-10 folder (default: the real subset beside the repo); synthetic images when absent")
     parser.add_argument("--augment", default="flip_affine_cutout", help="augment config (default: the resnet policy)")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--batches", type=int, default=50, help="timed batches per path")
+    parser.add_argument("--batches", type=int, default=200, help="timed batches per path")
     parser.add_argument("--num-workers", type=int, default=2, help="DataLoader workers of the per-sample path")
     args = parser.parse_args(argv)
 
-    data, source = load_images(args.data_root)
+    data, source = load_images(args.data_root or real_subset_path())
     cfg = compose_config("cifar_resnet.conf", ["data=cifar10", f"augment={args.augment}"])
     policy = AugmentPolicy.from_config(cfg.augment)
     mean, std = (cfg.data.mean, cfg.data.std) if source.startswith("CIFAR") else channel_stats(data.images)
@@ -85,8 +84,12 @@ def measure(argv: list[str] | None = None) -> dict[str, float]:
         "tensor": images_per_second(tensor, args.batches, device),
         "per_sample": images_per_second(per_sample, args.batches, device),
     }
-    print(f"  tensor      TensorBatchLoader + BatchAugment               {rates['tensor']:>10,.0f} img/s")
-    print(f"  per_sample  DataLoader({args.num_workers} workers) + albumentations    {rates['per_sample']:>10,.0f} img/s")
+    labels = {
+        "tensor": "TensorBatchLoader + BatchAugment",
+        "per_sample": f"DataLoader ({args.num_workers} workers) + albumentations",
+    }
+    for name, rate in rates.items():
+        print(f"  {name:<11} {labels[name]:<45} {rate:>10,.0f} img/s")
     print(f"  tensor / per_sample: {rates['tensor'] / rates['per_sample']:.2f}x")
     return rates
 

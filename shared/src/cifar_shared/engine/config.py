@@ -45,11 +45,15 @@ _RULES = [
     ("augment.cutout_p", "number", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
     ("channels_last", "bool", lambda v: True, "true or false"),
     ("compile", "bool", lambda v: True, "true or false"),
+    ("lr_find.num_steps", "int", lambda v: v >= 5, "an integer >= 5"),
+    ("lr_find.min_lr", "number", lambda v: v > 0, "a number > 0"),
+    ("lr_find.max_lr", "number", lambda v: v > 0, "a number > 0"),
 ]
 
 _CHOICES = {
     "augment.pipeline": ("tensor", "per_sample"),
     "data.name": ("cifar10", "cifar100", "folder", "synthetic"),
+    "lr_find.rule": ("steepest", "min_over_10"),
 }
 
 
@@ -67,6 +71,9 @@ def check_config(cfg: DictConfig) -> None:
             raise UserError(f"{key}={value!r} is invalid: choose one of {', '.join(choices)}")
     if _get(cfg, "data.name") in ("folder",) and _get(cfg, "data.root") in (None, "???", _MISSING):
         raise UserError("data=folder needs data.root=PATH (a folder with one subfolder per class)")
+    lo, hi = _get(cfg, "lr_find.min_lr"), _get(cfg, "lr_find.max_lr")
+    if isinstance(lo, Real) and isinstance(hi, Real) and lo >= hi:
+        raise UserError(f"lr_find.min_lr={lo} must be below lr_find.max_lr={hi}: widen the sweep")
     size = _get(cfg, "data.image_size")
     cut = _get(cfg, "augment.cutout")
     if isinstance(size, int) and isinstance(cut, int) and cut > size:
