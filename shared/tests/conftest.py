@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from cifar_shared.testing import real_subset_path, write_cifar10
+from cifar_shared.testing import real_subset_or_skip, write_cifar10
 
 
 @pytest.fixture
@@ -13,7 +13,4 @@ def cifar10_root(tmp_path) -> Path:
 
 @pytest.fixture
 def real_subset() -> Path:
-    path = real_subset_path()
-    if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
-        pytest.skip(f"real CIFAR-10 subset not found at {path}")
-    return path
+    return real_subset_or_skip()

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cifar_shared.engine.cli import compose_config
-from cifar_shared.testing import real_subset_path
+from cifar_shared.testing import real_subset_or_skip
 
 SYNTHETIC = ["data=synthetic", "data.train_size=400", "data.test_size=200"]
 
@@ -17,7 +17,4 @@ def small_config(output_dir: Path, *overrides: str, data: list[str] = SYNTHETIC)
 
 @pytest.fixture
 def real_subset() -> Path:
-    path = real_subset_path()
-    if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
-        pytest.skip(f"real CIFAR-10 subset not found at {path}")
-    return path
+    return real_subset_or_skip()

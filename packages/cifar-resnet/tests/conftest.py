@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from cifar_shared.engine.cli import compose_config
-from cifar_shared.testing import real_subset_path
+from cifar_shared.testing import real_subset_or_skip
 
 # ResNet-18 with the CIFAR stem costs ~16x the ImageNet stem's compute at 32x32, so the plumbing
 # tests use the ImageNet stem; the CIFAR stem is covered by test_model and the model_info test.
@@ -20,7 +20,4 @@ def small_config(output_dir: Path, *overrides: str):
 
 @pytest.fixture
 def real_subset() -> Path:
-    path = real_subset_path()  # ../shared/data/cifar10-subset beside the repo, or $CIFAR10_SUBSET
-    if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
-        pytest.skip(f"real CIFAR-10 subset not found at {path}")
-    return path
+    return real_subset_or_skip()

@@ -4,10 +4,12 @@ import re
 
 import pytest
 from conftest import small_config
+from hydra.utils import instantiate
 
-from cifar_resnet.cli import check_model, train_resnet, write_model_info
+from cifar_resnet.cli import check_model, train_resnet
 from cifar_shared import UserError
 from cifar_shared.engine.cli import compose_config
+from cifar_shared.engine.train import model_header, write_model_info
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +44,11 @@ def test_run_folder_has_model_info_and_results(lr_find_run):
 
 @pytest.mark.parametrize("stem, total", [("cifar", "11,220,132"), ("imagenet", "11,227,812")])
 def test_model_info_counts_at_100_classes(tmp_path, stem, total):
-    cfg = compose_config("cifar_resnet.conf", ["data=synthetic", "data.num_classes=100", "data.train_size=100", "data.test_size=10", f"model.stem={stem}"])
-    text = write_model_info(cfg, tmp_path / "model_info.txt")
+    cfg = compose_config("cifar_resnet.conf", [f"model.stem={stem}"])
+    net = instantiate(cfg.model, num_classes=100)
+    text = write_model_info(net, model_header(cfg, 100), (3, 32, 32), tmp_path / "model_info.txt")
     assert f"Total params: {total}" in text and text == (tmp_path / "model_info.txt").read_text()
-    assert text.startswith(f"resnet18, stem={stem}, 100 classes")
+    assert text.startswith(f"resnet: arch=resnet18, stem={stem}, 100 classes\n")
 
 
 @pytest.mark.parametrize("pipeline", ["tensor", "per_sample"])

@@ -32,3 +32,13 @@ def real_subset_path() -> Path:
     if env:
         return Path(env)
     return Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cifar10-subset"
+
+
+def real_subset_or_skip() -> Path:
+    """The real subset's path, or a pytest skip that says where it was looked for."""
+    import pytest
+
+    path = real_subset_path()
+    if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
+        pytest.skip(f"real CIFAR-10 subset not found at {path} (set CIFAR10_SUBSET=PATH to point at it)")
+    return path

@@ -41,6 +41,10 @@ class ImageDataModule(pl.LightningDataModule):
         return self.train_set.num_classes
 
     @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_set.images.shape[1:])
+
+    @property
     def classes(self) -> list[str]:
         return self.train_set.classes
 

@@ -54,6 +54,7 @@ def train(cfg: DictConfig) -> dict:
     log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
              cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
              len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
+    write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
 
     last = Path(cfg.checkpoint_dir) / "last.ckpt"
     resume = last if last.exists() else None
@@ -82,6 +83,24 @@ def train(cfg: DictConfig) -> dict:
     recorder.record("test", test)
     log.info("test (%s): acc %.4f  f1_macro %.4f  loss %.4f", test["checkpoint"], test["acc"], test["f1_macro"], test["loss"])
     return test
+
+
+def model_header(cfg: DictConfig, num_classes: int) -> str:
+    """One line naming the network: the run name, the model's config keys and the class count."""
+    keys = ", ".join(f"{k}={v}" for k, v in cfg.model.items() if not k.startswith("_"))
+    return f"{cfg.get('name', 'model')}: {keys}{', ' if keys else ''}{num_classes} classes"
+
+
+def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, int, int], path: Path) -> str:
+    """torchinfo table of the network at one input image (layers, output shapes, parameter counts)."""
+    from torchinfo import summary
+
+    with torch.random.fork_rng(devices=[]):  # its random input must not shift the run's random stream
+        table = summary(net, input_size=(1, *image_shape), device="cpu", mode="eval", verbose=0, depth=3,
+                        col_names=("input_size", "output_size", "num_params"))
+    text = f"{header}\n{table}\n"
+    path.write_text(text)
+    return text
 
 
 def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
