@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -9,7 +10,7 @@ from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine import schedulers
 from cifar_shared.engine.cli import one_line, translate_flags
 from cifar_shared.engine.config import check_config
-from cifar_shared.engine.lr_finder import lr_at_min_over_10
+from cifar_shared.engine.lr_finder import pick_lr, smooth
 from cifar_shared.engine.metrics import classification_metrics
 
 
@@ -97,10 +98,33 @@ def test_check_config_names_the_bad_value(override, message):
         check_config(cfg)
 
 
-def test_min_over_10_takes_a_tenth_of_the_lr_at_the_lowest_finite_loss():
-    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
-    assert lr_at_min_over_10(lrs, [2.3, 2.0, 1.5, 1.8, float("nan")]) == pytest.approx(1e-3)
-    assert lr_at_min_over_10(lrs[:2], [2.3, 2.0]) is None  # too short a curve to trust
+def test_smoothed_sweep_is_debiased():
+    # Lightning's stored curve starts near 1.0 for a constant loss of 2.0 (its debias is off by a step)
+    assert smooth([2.0] * 30) == pytest.approx([2.0] * 30)
+    assert math.isnan(smooth([2.0, float("nan"), 2.0])[1]) and smooth([2.0, float("nan"), 2.0])[2] == pytest.approx(2.0)
+
+
+def _sweep():
+    """Loss falling linearly in log-lr from 2.3 at 1e-5 to 0.8 at 0.1, then blowing up."""
+    lrs = np.logspace(-5, 0, 100)
+    loss = np.where(lrs <= 0.1, 2.3 - 1.5 * (np.log10(lrs) + 5) / 4, 0.8 + 20 * (lrs - 0.1))
+    return lrs.tolist(), loss.tolist()
+
+
+def test_lr_rules_read_the_curve():
+    lrs, loss = _sweep()
+    raw_min = lrs[int(np.argmin(loss))]
+    pick, _ = pick_lr(lrs, loss, "min_over_10")
+    assert raw_min / 10 <= pick <= raw_min  # a tenth of the smoothed minimum, which lags the raw one
+    steep, _ = pick_lr(lrs, loss, "steepest")
+    assert lrs[10] <= steep < raw_min
+
+
+def test_lr_finder_refuses_a_flat_curve():
+    rng = np.random.default_rng(0)
+    lrs = np.logspace(-6, 0, 100).tolist()
+    pick, why = pick_lr(lrs, (2.3 + 0.02 * rng.standard_normal(100)).tolist(), "min_over_10")
+    assert pick is None and "never fell" in why
 
 
 def test_flags_become_overrides():

@@ -67,3 +67,18 @@ def test_visualize_writes_figures(run):
     names = {p.name for p in plot_run(out)}
     assert names == {"loss.png", "accuracy.png", "f1.png", "lr.png", "confusion_matrix.png"}
     assert all((out / n).stat().st_size > 1000 for n in names)
+
+
+def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path):
+    """Synthetic data is learnable within the sweep, so the loss dips and the finder must pick."""
+    test = train(small_config(tmp_path, "lr_find.enabled=true", "lr_find.num_steps=40", "epochs=1"))
+    found = json.loads((tmp_path / "metrics.json").read_text())["lr_find"]
+    lrs, raw = found["lr"], found["raw_loss"]
+    assert len(lrs) == len(raw) == len(found["loss"]) > 6  # more than one epoch (6 batches) of sweep
+    assert raw[0] == pytest.approx(found["loss"][0])  # the smoothed curve starts at the first loss
+    assert found["suggestion"] is not None, "the loss fell during the sweep; the finder should pick"
+    smoothed_min = lrs[found["loss"].index(min(found["loss"]))]
+    assert found["suggestion"] == pytest.approx(smoothed_min / 10)
+    history = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert history[0]["lr"] == pytest.approx(found["suggestion"])  # Adam + plateau: the pick is the lr
+    assert (tmp_path / "lr_finder.png").stat().st_size > 1000 and 0 <= test["acc"] <= 1
