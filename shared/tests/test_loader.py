@@ -1,9 +1,9 @@
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.sources import make_synthetic
+from cifar_shared.testing import gloo_shard_worker
 
 
 def test_sharded_permutation_splits_each_epoch_between_ranks():
@@ -56,21 +56,6 @@ def _set(loader, epoch):
     return loader
 
 
-def _ddp_worker(rank, world, port, out):
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    data, _ = make_synthetic(4, 90, 4, 8, seed=0)
-    data.images[:, 0, 0, 0] = torch.arange(90, dtype=torch.uint8)  # tag: image id in a pixel
-    loader = TensorBatchLoader(data.images, data.labels, 8, [0, 0, 0], [1 / 255] * 3,
-                               ShardedPermutation(90, seed=3, rank=dist.get_rank(), world_size=dist.get_world_size()))
-    loader.sampler.set_epoch(2)
-    ids = torch.cat([x[:, 0, 0, 0].round().long() for x, _ in loader])
-    gathered = [torch.zeros_like(ids) for _ in range(world)]
-    dist.all_gather(gathered, ids)
-    if rank == 0:
-        out.put([g.tolist() for g in gathered])
-    dist.destroy_process_group()
-
-
 def test_two_gloo_processes_see_disjoint_shards():
     import socket
 
@@ -79,7 +64,7 @@ def test_two_gloo_processes_see_disjoint_shards():
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, out)) for r in range(2)]
+    procs = [ctx.Process(target=gloo_shard_worker, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()
     shards = out.get(timeout=120)

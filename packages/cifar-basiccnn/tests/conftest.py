@@ -8,7 +8,7 @@ from cifar_shared.testing import real_subset_or_skip
 SYNTHETIC = ["data=synthetic", "data.train_size=400", "data.test_size=200"]
 
 
-def small_config(output_dir: Path, *overrides: str, data: list[str] = SYNTHETIC):
+def shrunk_config(output_dir: Path, *overrides: str, data: list[str] = SYNTHETIC):
     """The real basiccnn config, shrunk to seconds on CPU."""
     return compose_config("cifar_basiccnn.conf", [
         *data, "epochs=2", "batch_size=64", "trainer.enable_progress_bar=false", f"output_dir={output_dir}", *overrides,
@@ -18,3 +18,10 @@ def small_config(output_dir: Path, *overrides: str, data: list[str] = SYNTHETIC)
 @pytest.fixture
 def real_subset() -> Path:
     return real_subset_or_skip()
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """``small_config(output_dir, *overrides)``: a fixture, so tests never import conftest by name
+    (two packages' conftests would collide in one pytest run)."""
+    return shrunk_config

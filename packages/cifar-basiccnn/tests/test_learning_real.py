@@ -2,12 +2,10 @@
 
 import json
 
-from conftest import small_config
-
 from cifar_shared.engine.train import train
 
 
-def test_basiccnn_learns_real_cifar10(real_subset, tmp_path):
+def test_basiccnn_learns_real_cifar10(real_subset, tmp_path, small_config):
     cfg = small_config(tmp_path, "epochs=4", "batch_size=128", data=["data=cifar10", f"data.root={real_subset}", "data.download=false"])
     test = train(cfg)
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]

@@ -2,14 +2,13 @@ import json
 
 import pytest
 import torch
-from conftest import small_config
 
 from cifar_shared import UserError
 from cifar_shared.engine.train import train
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
+def run(tmp_path_factory, small_config):
     out = tmp_path_factory.mktemp("run")
     return out, train(small_config(out))
 
@@ -36,13 +35,13 @@ def test_it_learns(run):
     assert test["acc"] > 0.5  # 10 classes: chance is 0.1
 
 
-def test_same_config_same_numbers(run, tmp_path):
+def test_same_config_same_numbers(run, tmp_path, small_config):
     _, first = run
     again = train(small_config(tmp_path))
     assert again["acc"] == first["acc"] and again["loss"] == pytest.approx(first["loss"], abs=0)
 
 
-def test_rerun_resumes_from_last_checkpoint(run, tmp_path):
+def test_rerun_resumes_from_last_checkpoint(run, tmp_path, small_config):
     first = tmp_path / "resume"
     train(small_config(first))
     train(small_config(first, "epochs=3"))
@@ -51,7 +50,7 @@ def test_rerun_resumes_from_last_checkpoint(run, tmp_path):
     assert "resuming from" in (first / "train.log").read_text()
 
 
-def test_unreadable_checkpoint_is_refused_and_kept(tmp_path):
+def test_unreadable_checkpoint_is_refused_and_kept(tmp_path, small_config):
     (tmp_path / "checkpoints").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
     last.write_bytes(b"garbage")
@@ -69,7 +68,7 @@ def test_visualize_writes_figures(run):
     assert all((out / n).stat().st_size > 1000 for n in names)
 
 
-def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path):
+def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path, small_config):
     """Synthetic data is learnable within the sweep, so the loss dips and the finder must pick."""
     test = train(small_config(tmp_path, "lr_find.enabled=true", "lr_find.num_steps=40", "epochs=1"))
     found = json.loads((tmp_path / "metrics.json").read_text())["lr_find"]

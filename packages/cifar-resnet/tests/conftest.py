@@ -10,7 +10,7 @@ from cifar_shared.testing import real_subset_or_skip
 FAST = ["model.stem=imagenet", "trainer.enable_progress_bar=false"]
 
 
-def small_config(output_dir: Path, *overrides: str):
+def shrunk_config(output_dir: Path, *overrides: str):
     """The real resnet config, shrunk to seconds on CPU."""
     return compose_config("cifar_resnet.conf", [
         "data=synthetic", "data.train_size=256", "data.test_size=64", "epochs=1", "batch_size=32",
@@ -21,3 +21,10 @@ def small_config(output_dir: Path, *overrides: str):
 @pytest.fixture
 def real_subset() -> Path:
     return real_subset_or_skip()
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """``small_config(output_dir, *overrides)``: a fixture, so tests never import conftest by name
+    (two packages' conftests would collide in one pytest run)."""
+    return shrunk_config

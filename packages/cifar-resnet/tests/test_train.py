@@ -3,7 +3,6 @@ import math
 import re
 
 import pytest
-from conftest import small_config
 from hydra.utils import instantiate
 
 from cifar_resnet.cli import check_model, train_resnet
@@ -14,7 +13,7 @@ from cifar_shared.engine.train import model_header, write_model_info
 
 
 @pytest.fixture(scope="module")
-def lr_find_run(tmp_path_factory):
+def lr_find_run(tmp_path_factory, small_config):
     out = tmp_path_factory.mktemp("lr_find_run")
     # 230 training images at batch 32 are 8 batches an epoch: the 20-step sweep must span epochs
     return out, train_resnet(small_config(out, "lr_find.enabled=true", "lr_find.num_steps=20"))
@@ -55,7 +54,7 @@ def test_model_info_counts_at_100_classes(tmp_path, stem, total):
 
 
 @pytest.mark.parametrize("pipeline", ["tensor", "per_sample"])
-def test_both_augment_pipelines_train(tmp_path, pipeline):
+def test_both_augment_pipelines_train(tmp_path, pipeline, small_config):
     cfg = small_config(tmp_path, f"augment.pipeline={pipeline}", "data.num_workers=1",
                        "trainer.limit_train_batches=3", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1")
     test = train_resnet(cfg)
@@ -63,7 +62,7 @@ def test_both_augment_pipelines_train(tmp_path, pipeline):
     assert len(history) == 1 and math.isfinite(history[0]["train/loss"]) and 0 <= test["acc"] <= 1
 
 
-def test_bad_model_names_are_user_errors(tmp_path):
+def test_bad_model_names_are_user_errors(tmp_path, small_config):
     with pytest.raises(UserError, match="model.stem='tiny' is invalid"):
         check_model(small_config(tmp_path, "model.stem=tiny"))
     with pytest.raises(UserError, match="model.arch='resnet101' is invalid"):

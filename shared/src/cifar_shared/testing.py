@@ -42,3 +42,28 @@ def real_subset_or_skip() -> Path:
     if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
         pytest.skip(f"real CIFAR-10 subset not found at {path} (set CIFAR10_SUBSET=PATH to point at it)")
     return path
+
+
+def gloo_shard_worker(rank: int, world: int, port: int, out) -> None:
+    """One DDP rank (gloo, CPU): the image ids its loader yields in an epoch; rank 0 puts all ranks'.
+
+    Lives here, not in a test file, because spawned processes must import it by module name.
+    """
+    import torch
+    import torch.distributed as dist
+
+    from cifar_shared.data import ShardedPermutation, TensorBatchLoader
+    from cifar_shared.data.sources import make_synthetic
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    data, _ = make_synthetic(4, 90, 4, 8, seed=0)
+    data.images[:, 0, 0, 0] = torch.arange(90, dtype=torch.uint8)  # tag: image id in a pixel
+    loader = TensorBatchLoader(data.images, data.labels, 8, [0, 0, 0], [1 / 255] * 3,
+                               ShardedPermutation(90, seed=3, rank=dist.get_rank(), world_size=dist.get_world_size()))
+    loader.sampler.set_epoch(2)
+    ids = torch.cat([x[:, 0, 0, 0].round().long() for x, _ in loader])
+    gathered = [torch.zeros_like(ids) for _ in range(world)]
+    dist.all_gather(gathered, ids)
+    if rank == 0:
+        out.put([g.tolist() for g in gathered])
+    dist.destroy_process_group()
