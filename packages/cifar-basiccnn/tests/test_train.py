@@ -79,5 +79,5 @@ def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path, small_config):
     smoothed_min = lrs[found["loss"].index(min(found["loss"]))]
     assert found["suggestion"] == pytest.approx(smoothed_min / 10)
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
-    assert history[0]["lr"] == pytest.approx(found["suggestion"])  # Adam + plateau: the pick is the lr
+    assert history[0]["lr"] == pytest.approx(found["suggestion"]) == found["lr_used"]  # Adam + plateau: the pick is the lr
     assert (tmp_path / "lr_finder.png").stat().st_size > 1000 and 0 <= test["acc"] <= 1

@@ -32,7 +32,9 @@ def test_lr_finder_picks_onecycle_peak(lr_find_run):
     else:
         assert f"picks lr {found['suggestion']:.4g}" in log
     # OneCycle starts at max_lr / div_factor: the pick (or the configured lr 0.1) is the peak
-    assert metrics["history"][0]["lr"] == pytest.approx((found["suggestion"] or 0.1) / 100)
+    assert found["lr_used"] == pytest.approx(found["suggestion"] or 0.1)
+    assert f"lr of this run (OneCycle's max_lr where it defaults to it): {found['lr_used']:.4g}" in log
+    assert metrics["history"][0]["lr"] == pytest.approx(found["lr_used"] / 100)
 
 
 def test_run_folder_has_model_info_and_results(lr_find_run):

@@ -66,10 +66,14 @@ def train(cfg: DictConfig) -> dict:
     if resume is None and cfg.get("lr_find") and cfg.lr_find.get("enabled"):
         from cifar_shared.engine.lr_finder import find_lr
 
-        suggestion = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
-        recorder.record("lr_find", suggestion)
-        if suggestion["suggestion"] is not None:
-            module.optimizer_factory = functools.partial(module.optimizer_factory, lr=suggestion["suggestion"])
+        found = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
+        picked = found["suggestion"] is not None
+        found["lr_used"] = found["suggestion"] if picked else module.optimizer_factory.keywords.get("lr")
+        recorder.record("lr_find", found)
+        if picked:
+            module.optimizer_factory = functools.partial(module.optimizer_factory, lr=found["suggestion"])
+        log.info("lr of this run (OneCycle's max_lr where it defaults to it): %.4g, %s", found["lr_used"],
+                 "the LR finder's pick" if picked else "the configured one")
         if cfg.lr_find.get("only"):
             log.info("lr_find.only=true: stopping after the LR finder")
             return {}
