@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 from cifar_shared import UserError
 from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine import schedulers
-from cifar_shared.engine.cli import one_line, translate_flags
+from cifar_shared.engine.cli import checked_override_sets, one_line, translate_flags
 from cifar_shared.engine.config import check_config
 from cifar_shared.engine.lr_finder import pick_lr, smooth
 from cifar_shared.engine.metrics import classification_metrics
@@ -125,6 +125,13 @@ def test_lr_finder_refuses_a_flat_curve():
     lrs = np.logspace(-6, 0, 100).tolist()
     pick, why = pick_lr(lrs, (2.3 + 0.02 * rng.standard_normal(100)).tolist(), "min_over_10")
     assert pick is None and "never fell" in why
+
+
+def test_every_swept_value_is_checked_once():
+    sets = checked_override_sets(["lr=0.1", "seed=0,1,2", "model.stem=cifar,imagenet"])
+    assert sets[0] == ["lr=0.1", "seed=0", "model.stem=cifar"]
+    assert ["lr=0.1", "seed=2", "model.stem=cifar"] in sets and ["lr=0.1", "seed=0", "model.stem=imagenet"] in sets
+    assert len(sets) == 4
 
 
 def test_flags_become_overrides():

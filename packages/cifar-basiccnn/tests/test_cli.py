@@ -54,6 +54,7 @@ def test_truncated_pickles(tmp_path):
     for f in folder.glob("data_batch_*"):
         f.write_bytes(f.read_bytes()[:1000])
     assert_one_line_error(cli(f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "data_batch_1 is truncated or corrupt")
+    assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_empty_folder_without_network(tmp_path):
@@ -67,6 +68,7 @@ def test_unreadable_checkpoint_is_kept(tmp_path):
     assert_one_line_error(cli(*FAST, f"output_dir={tmp_path}"), "last.ckpt is unreadable")
     assert (tmp_path / "checkpoints" / "last.ckpt").read_text() == "not a checkpoint"
     assert (tmp_path / "metrics.json").read_text() == '{"history": []}'
+    assert not (tmp_path / "config.yaml").exists() and not (tmp_path / "model_info.txt").exists()
 
 
 def test_visualize_missing_run(tmp_path):
@@ -88,3 +90,8 @@ def test_multirun_sweep_gets_one_run_folder_per_job(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     seeds = [json.loads((tmp_path / str(job) / "metrics.json").read_text()) and (tmp_path / str(job) / "config.yaml").read_text() for job in (0, 1)]
     assert "seed: 1" in seeds[0] and "seed: 2" in seeds[1]
+
+
+def test_bad_value_in_a_sweep_fails_before_the_first_job(tmp_path):
+    assert_one_line_error(cli("-m", *FAST, "seed=1,abc", f"output_dir={tmp_path}"), "seed='abc' is invalid")
+    assert not (tmp_path / "0").exists()

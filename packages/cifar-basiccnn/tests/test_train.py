@@ -81,3 +81,11 @@ def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path, small_config):
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert history[0]["lr"] == pytest.approx(found["suggestion"]) == found["lr_used"]  # Adam + plateau: the pick is the lr
     assert (tmp_path / "lr_finder.png").stat().st_size > 1000 and 0 <= test["acc"] <= 1
+
+
+def test_lr_find_only_refuses_a_trained_run_and_keeps_it(run, small_config):
+    out, _ = run
+    before = (out / "metrics.json").read_text()
+    with pytest.raises(UserError, match="--lr-find-only on a run that has already trained"):
+        train(small_config(out, "lr_find.enabled=true", "lr_find.only=true"))
+    assert (out / "metrics.json").read_text() == before

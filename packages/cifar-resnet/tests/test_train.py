@@ -5,9 +5,11 @@ import re
 import pytest
 from hydra.utils import instantiate
 
-from cifar_resnet.cli import check_model, train_resnet
+from cifar_resnet.cli import MODEL_CHOICES, train_resnet
+from cifar_resnet.model import ARCHS, STEMS
 from cifar_shared import UserError
 from cifar_shared.engine.cli import compose_config
+from cifar_shared.engine.config import check_config
 from cifar_shared.engine.lr_finder import pick_lr
 from cifar_shared.engine.train import model_header, write_model_info
 
@@ -65,7 +67,12 @@ def test_both_augment_pipelines_train(tmp_path, pipeline, small_config):
 
 
 def test_bad_model_names_are_user_errors(tmp_path, small_config):
-    with pytest.raises(UserError, match="model.stem='tiny' is invalid"):
-        check_model(small_config(tmp_path, "model.stem=tiny"))
+    with pytest.raises(UserError, match="model.stem='tiny' is invalid: choose one of cifar, imagenet"):
+        check_config(small_config(tmp_path, "model.stem=tiny"), MODEL_CHOICES)
     with pytest.raises(UserError, match="model.arch='resnet101' is invalid"):
-        check_model(small_config(tmp_path, "model.arch=resnet101"))
+        train_resnet(small_config(tmp_path, "model.arch=resnet101"))
+    assert not (tmp_path / "config.yaml").exists()
+
+
+def test_cli_model_names_match_the_model():
+    assert set(MODEL_CHOICES["model.arch"]) == set(ARCHS) and set(MODEL_CHOICES["model.stem"]) == set(STEMS)

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", required=True, help="folder holding cifar-10-batches-py/")
     parser.add_argument("--epochs", type=int, default=15)
-    parser.add_argument("--val-fraction", type=float, default=0.1, help="0: train on all, select on nothing (the original project)")
+    parser.add_argument("--val-fraction", type=float, default=0.1, help="0: train on all images and select the epoch on the test set (the original project's protocol)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger("cifar_shared.run")
 
@@ -36,13 +37,13 @@ class RunRecorder(pl.Callback):
         row = {"epoch": trainer.current_epoch + 1, "time_s": round(time.perf_counter() - self._epoch_start, 3), **dict(sorted(metrics.items()))}
         self.history.append(row)
         log.info(_epoch_line(row, trainer.max_epochs))
-        if trainer.is_global_zero:
-            self.write()
+        self.write()
 
     def record(self, key: str, value) -> None:
         self.extra[key] = value
         self.write()
 
+    @rank_zero_only  # under DDP every rank records, one writes
     def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".json.tmp")

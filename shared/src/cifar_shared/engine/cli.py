@@ -54,6 +54,30 @@ def compose_config(conf_package: str, overrides: list[str], config_name: str = "
         return compose(config_name=config_name, overrides=overrides)
 
 
+def checked_override_sets(overrides: list[str]) -> list[list[str]]:
+    """The override lists to check up front: the plain ones, and for a ``-m`` sweep every swept
+    value once (the other keys at their first value), so a bad job fails before the first one runs."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    firsts: list[str] = []
+    sweeps: list[tuple[int, str, list[str]]] = []
+    for o in parsed:
+        if not o.is_sweep_override():
+            firsts.append(o.input_line)
+            continue
+        try:
+            values = list(o.sweep_string_iterator())
+        except Exception:  # interval sweeps (for optimizers like optuna) have no values to list
+            continue
+        sweeps.append((len(firsts), o.get_key_element(), values))
+        firsts.append(f"{o.get_key_element()}={values[0]}")
+    sets = [firsts]
+    for i, key, values in sweeps:
+        sets += [[*firsts[:i], f"{key}={v}", *firsts[i + 1:]] for v in values[1:]]
+    return sets
+
+
 def translate_flags(argv: list[str]) -> list[str]:
     out: list[str] = []
     for arg in argv:
@@ -68,17 +92,22 @@ def train_task(cfg: DictConfig):
     return train(cfg)
 
 
-def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, argv: list[str] | None = None, config_name: str = "train") -> None:
-    """Run ``task`` under Hydra with the package's config; user errors exit 2 with one line."""
+def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, argv: list[str] | None = None,
+        config_name: str = "train", choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Run ``task`` under Hydra with the package's config; user errors exit 2 with one line.
+
+    ``choices``: the package's own closed sets of values (``{"model.stem": ("cifar", "imagenet")}``),
+    checked with the shared ones before anything heavy is imported.
+    """
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
     argv = translate_flags(list(sys.argv[1:] if argv is None else argv))
     inspecting = any(a.split("=")[0] in _INSPECT for a in argv)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
-    if not inspecting and not multirun:
+    if not inspecting:
         try:
-            check_config(compose_config(conf_package, [a for a in argv if not a.startswith("-")], config_name))
+            for overrides in checked_override_sets([a for a in argv if not a.startswith("-")]):
+                check_config(compose_config(conf_package, overrides, config_name), choices)
         except UserError as e:
             fail(str(e))
         except Exception as e:  # Hydra's parse/composition errors

@@ -57,18 +57,19 @@ _CHOICES = {
 }
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Raise ``UserError`` naming the first bad value and what it should be."""
+def check_config(cfg: DictConfig, choices: dict[str, tuple[str, ...]] | None = None) -> None:
+    """Raise ``UserError`` naming the first bad value and what it should be; ``choices`` adds a
+    package's own closed sets of values to the shared ones."""
     try:
         OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg)))
     except Exception as e:
         raise UserError(f"config does not resolve: {str(e).splitlines()[0]}") from None
     for key, kind, ok, rule in _RULES:
         _require(cfg, key, kind, ok, rule)
-    for key, choices in _CHOICES.items():
+    for key, allowed in {**_CHOICES, **(choices or {})}.items():
         value = _get(cfg, key)
-        if value is not _MISSING and value not in choices:
-            raise UserError(f"{key}={value!r} is invalid: choose one of {', '.join(choices)}")
+        if value is not _MISSING and value not in allowed:
+            raise UserError(f"{key}={value!r} is invalid: choose one of {', '.join(allowed)}")
     if _get(cfg, "data.name") in ("folder",) and _get(cfg, "data.root") in (None, "???", _MISSING):
         raise UserError("data=folder needs data.root=PATH (a folder with one subfolder per class)")
     lo, hi = _get(cfg, "lr_find.min_lr"), _get(cfg, "lr_find.max_lr")

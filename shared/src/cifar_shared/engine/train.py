@@ -21,6 +21,7 @@ from pytorch_lightning.callbacks import (
     RichProgressBar,
     TQDMProgressBar,
 )
+from pytorch_lightning.utilities import rank_zero_only
 
 from cifar_shared.data.datamodule import ImageDataModule
 from cifar_shared.engine.callbacks import RunRecorder
@@ -36,8 +37,7 @@ def train(cfg: DictConfig) -> dict:
     check_config(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    setup_logging(out / "train.log")
-    save_config(cfg, out / "config.yaml")
+    setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
@@ -54,16 +54,21 @@ def train(cfg: DictConfig) -> dict:
     log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
              cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
              len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
-    write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
 
     last = Path(cfg.checkpoint_dir) / "last.ckpt"
     resume = last if last.exists() else None
+    lr_find = bool(cfg.get("lr_find") and cfg.lr_find.get("enabled"))
     if resume is not None:
         check_checkpoint(resume, module)
-        log.info("resuming from %s", resume)
+        if lr_find and cfg.lr_find.get("only"):
+            raise UserError(f"--lr-find-only on a run that has already trained ({resume}): give it a new output_dir")
+        log.info("resuming from %s%s", resume, " (the LR finder ran when the run started; not again)" if lr_find else "")
+    if rank_zero_only.rank == 0:
+        save_config(cfg, out / "config.yaml")
+        write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
     recorder = RunRecorder(out / "metrics.json", dm.classes)
     trainer = build_trainer(cfg, recorder)
-    if resume is None and cfg.get("lr_find") and cfg.lr_find.get("enabled"):
+    if resume is None and lr_find:
         from cifar_shared.engine.lr_finder import find_lr
 
         found = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
@@ -186,7 +191,7 @@ def setup_logging(path: Path) -> None:
         if getattr(h, "_cifar", False):
             root.removeHandler(h)
             h.close()
-    file = logging.FileHandler(path, mode="a")
+    file = logging.FileHandler(path, mode="a") if rank_zero_only.rank == 0 else logging.NullHandler()  # one writer under DDP
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     console = logging.StreamHandler(sys.stdout)  # progress on stdout; stderr is for errors
     console.setFormatter(logging.Formatter("%(message)s"))
