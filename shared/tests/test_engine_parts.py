@@ -132,6 +132,7 @@ def test_every_swept_value_is_checked_once():
     assert sets[0] == ["lr=0.1", "seed=0", "model.stem=cifar"]
     assert ["lr=0.1", "seed=2", "model.stem=cifar"] in sets and ["lr=0.1", "seed=0", "model.stem=imagenet"] in sets
     assert len(sets) == 4
+    assert checked_override_sets(["seed=0,1"], multirun=False) == [["seed=0,1"]]  # Hydra's error, as typed
 
 
 def test_flags_become_overrides():

@@ -54,10 +54,14 @@ def compose_config(conf_package: str, overrides: list[str], config_name: str = "
         return compose(config_name=config_name, overrides=overrides)
 
 
-def checked_override_sets(overrides: list[str]) -> list[list[str]]:
+def checked_override_sets(overrides: list[str], multirun: bool = True) -> list[list[str]]:
     """The override lists to check up front: the plain ones, and for a ``-m`` sweep every swept
-    value once (the other keys at their first value), so a bad job fails before the first one runs."""
+    value once (the other keys at their first value), so a bad job fails before the first one runs.
+    Without ``-m`` a sweep is Hydra's error to report, so the overrides are checked as given."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    if not multirun:
+        return [overrides]
 
     parsed = OverridesParser.create().parse_overrides(overrides)
     firsts: list[str] = []
@@ -106,7 +110,8 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
     inspecting = any(a.split("=")[0] in _INSPECT for a in argv)
     if not inspecting:
         try:
-            for overrides in checked_override_sets([a for a in argv if not a.startswith("-")]):
+            multirun = any(a in ("-m", "--multirun") for a in argv)
+            for overrides in checked_override_sets([a for a in argv if not a.startswith("-")], multirun):
                 check_config(compose_config(conf_package, overrides, config_name), choices)
         except UserError as e:
             fail(str(e))

@@ -24,7 +24,6 @@ from pytorch_lightning.tuner import Tuner
 
 log = logging.getLogger("cifar_shared.lr_finder")
 
-RULES = ("steepest", "min_over_10")
 SMOOTH_SPAN = 0.05  # the moving average spans 5 % of the sweep's points
 MIN_DROP = 0.05    # the smoothed loss must fall 5 % below its starting level for a pick to count
 SKIP_BEGIN = 10    # points the steepest rule ignores at the start (as Lightning's suggestion)
@@ -114,7 +113,8 @@ def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, pl
     n = min(len(finder.results["lr"]), len(raw_losses))
     lrs, raw = [float(x) for x in finder.results["lr"][:n]], raw_losses[:n]
     suggestion, why = pick_lr(lrs, raw, rule)
-    plot_sweep(lrs, raw, suggestion, rule, plot_path)
+    curve = smooth(raw)
+    plot_sweep(lrs, raw, curve, suggestion, rule, plot_path)
     if suggestion is None:
         log.warning("LR finder: no pick (%s in %d steps); keeping the configured lr. More steps "
                     "(lr_find.num_steps) or a look at %s may help", why, n, plot_path)
@@ -122,11 +122,11 @@ def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, pl
         log.info("LR finder (%s rule) picks lr %.4g for the run that follows; check the curve in %s", rule, suggestion, plot_path)
     return {
         "suggestion": suggestion, "rule": rule, "min_lr": cfg.min_lr, "max_lr": cfg.max_lr, "num_steps": cfg.num_steps,
-        "lr": lrs, "loss": smooth(raw), "raw_loss": raw,
+        "lr": lrs, "loss": curve, "raw_loss": raw,
     }
 
 
-def plot_sweep(lrs: list[float], raw: list[float], suggestion: float | None, rule: str, path: Path) -> None:
+def plot_sweep(lrs: list[float], raw: list[float], curve: list[float], suggestion: float | None, rule: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -134,7 +134,7 @@ def plot_sweep(lrs: list[float], raw: list[float], suggestion: float | None, rul
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(lrs, raw, color="0.75", linewidth=0.8, label="batch loss")
-    ax.plot(lrs, smooth(raw), color="C0", label=f"smoothed (beta {smoothing_beta(len(raw)):.2f})")
+    ax.plot(lrs, curve, color="C0", label=f"smoothed (beta {smoothing_beta(len(raw)):.2f})")
     if suggestion is not None:
         ax.axvline(suggestion, color="C3", linestyle="--", label=f"{rule}: {suggestion:.3g}")
     finite = [x for x in raw if math.isfinite(x)]
