@@ -145,3 +145,4 @@ def test_hydra_errors_become_one_line():
     assert "\n" not in line and "unknown config key 'epochz'" in line
     missing = one_line(Exception("In 'train': Could not find 'data/cifar11'\n\nAvailable options in 'data':\n\tcifar10\n\tsynthetic\n"))
     assert missing == "unknown option 'cifar11' for data: choose one of cifar10, synthetic"
+

@@ -23,3 +23,11 @@ def test_groups_swap_by_name():
     assert cfg.optim.momentum == 0.9 and cfg.scheduler._target_.endswith("onecycle")
     assert cfg.data.name == "cifar100" and cfg.augment.affine.degrees == 45
     assert set(cfg.logger) == {"tensorboard", "csv"}
+
+
+def test_package_is_registered_for_shared_tools():
+    from cifar_shared.engine.cli import compose_config
+    from cifar_shared.registry import installed_packages
+
+    conf = installed_packages()["basiccnn"]
+    assert compose_config(conf, []).name == "basiccnn"
