@@ -1,13 +1,22 @@
-"""Test sessions: one per package, each in its own environment from the lock file.
+"""Test sessions: one per package and Python, each in its own environment from the lock file.
 
-`uvx nox` runs them all; `uvx nox -s basiccnn` runs one; `uvx nox -s bench` prints loader speed.
+`uvx nox` runs them all; `uvx nox -s basiccnn` runs one package on every Python,
+`uvx nox -s basiccnn-3.12` one cell of the matrix; `uvx nox -s bench` prints loader speed.
+
+The first Python runs every test; the others skip the tests marked `slow` (real-data learning
+runs, fault injection with subprocesses): those check numbers and process behaviour that do not
+depend on the interpreter, and running them three times would triple CI's time.
 """
+
+import os
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "shared", "basiccnn", "resnet"]
+
+PYTHONS = ["3.11", "3.12", "3.13"]
 
 # session name -> (workspace package, extras, test folder)
 PACKAGES = {
@@ -15,23 +24,39 @@ PACKAGES = {
     "basiccnn": ("cifar-basiccnn", [], "packages/cifar-basiccnn/tests"),
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
 }
+nox.options.sessions = ["lint", *PACKAGES]
+
+
+def _expose_pyenv_pythons() -> None:
+    """uv finds only the pyenv Pythons that are active; make every installed 3.11-3.13 findable."""
+    root = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
+    if not (root / "versions").is_dir():
+        return
+    active = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
+    installed = sorted(p.name for p in (root / "versions").iterdir())
+    wanted = [v for v in installed if any(v == p or v.startswith(p + ".") for p in PYTHONS)]
+    os.environ["PYENV_VERSION"] = ":".join(dict.fromkeys([*active, *wanted]))
+
+
+_expose_pyenv_pythons()
 
 
 def sync(session: nox.Session, package: str, extras: list[str]) -> None:
     """Install exactly the package and its locked dependencies into the session's venv."""
     extra_args = [f"--extra={e}" for e in extras]
     session.run_install(
-        "uv", "sync", "--frozen", f"--package={package}", *extra_args,
+        "uv", "sync", "--frozen", f"--package={package}", *extra_args, f"--python={session.virtualenv.location}/bin/python",
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
     )
     session.install("pytest>=8")
 
 
 def make_test_session(name: str, package: str, extras: list[str], tests: str) -> None:
-    @nox.session(name=name, python="3.11")
+    @nox.session(name=name, python=PYTHONS)
     def _tests(session: nox.Session) -> None:
         sync(session, package, extras)
-        session.run("pytest", tests, "-q", *session.posargs)
+        quick = [] if session.python == PYTHONS[0] else ["-m", "not slow"]
+        session.run("pytest", tests, "-q", *quick, *session.posargs)
 
     _tests.__doc__ = f"Tests of {package}, alone in its own environment."
 
@@ -40,14 +65,14 @@ for _name, (_package, _extras, _tests) in PACKAGES.items():
     make_test_session(_name, _package, _extras, _tests)
 
 
-@nox.session(python="3.11")
+@nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
     """ruff over the whole repo."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
 
 
-@nox.session(python="3.11")
+@nox.session(python=PYTHONS[0])
 def bench(session: nox.Session) -> None:
     """Training-batch throughput: batch loader vs a textbook torchvision pipeline (not run by default)."""
     sync(session, "cifar-shared", ["albumentations"])

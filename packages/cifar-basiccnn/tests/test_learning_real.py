@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from cifar_shared.engine.train import train
 
 
+@pytest.mark.slow
 def test_basiccnn_learns_real_cifar10(real_subset, tmp_path, small_config):
     cfg = small_config(tmp_path, "epochs=4", "batch_size=128", data=["data=cifar10", f"data.root={real_subset}", "data.download=false"])
     test = train(cfg)

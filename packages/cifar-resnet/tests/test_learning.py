@@ -1,9 +1,12 @@
 import json
 
+import pytest
+
 from cifar_resnet.cli import train_resnet
 from cifar_shared.engine.cli import compose_config
 
 
+@pytest.mark.slow
 def test_learns_real_cifar10(real_subset, tmp_path):
     """Two epochs on the real 4,660-image subset, ~50 s on 2 CPU cores.
 
