@@ -14,7 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import (
     EarlyStopping,
     ModelCheckpoint,
@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from cifar_shared.data.datamodule import ImageDataModule
 from cifar_shared.engine.callbacks import RunRecorder
 from cifar_shared.engine.config import check_config
+from cifar_shared.engine.console import ConsoleFilter, FileFilter, is_terminal, quiet_libraries
 from cifar_shared.engine.module import ClassificationModule
 from cifar_shared.errors import UserError
 
@@ -35,6 +36,7 @@ log = logging.getLogger("cifar_shared.train")
 def train(cfg: DictConfig) -> dict:
     """Train, test and return the test metrics; the run folder is ``cfg.output_dir``."""
     check_config(cfg)
+    record_package(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
@@ -94,6 +96,17 @@ def train(cfg: DictConfig) -> dict:
     return test
 
 
+def record_package(cfg: DictConfig) -> None:
+    """Set ``cfg.package`` (the conf package that built the run) when the caller has not: the CLI
+    sets it; a test or script calling ``train()`` gets it from the registry by ``cfg.name``."""
+    if cfg.get("package"):
+        return
+    from cifar_shared.registry import installed_packages
+
+    with open_dict(cfg):
+        cfg.package = installed_packages().get(str(cfg.get("name")))
+
+
 def model_header(cfg: DictConfig, num_classes: int) -> str:
     """One line naming the network: the run name, the model's config keys and the class count."""
     keys = ", ".join(f"{k}={v}" for k, v in cfg.model.items() if not k.startswith("_"))
@@ -130,8 +143,11 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
     ))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
-    if tcfg.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" and sys.stderr.isatty() else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
+    # A bar only on a terminal: piped or logged output gets the epoch lines and nothing else.
+    tcfg["enable_progress_bar"] = bool(tcfg.get("enable_progress_bar", True)) and is_terminal()
+    if tcfg["enable_progress_bar"]:
+        callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
+    tcfg.setdefault("enable_model_summary", False)  # model_info.txt holds the summary (torchinfo)
     return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False)
 
 
@@ -193,10 +209,12 @@ def setup_logging(path: Path) -> None:
             h.close()
     file = logging.FileHandler(path, mode="a") if rank_zero_only.rank == 0 else logging.NullHandler()  # one writer under DDP
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file.addFilter(FileFilter())
     console = logging.StreamHandler(sys.stdout)  # progress on stdout; stderr is for errors
     console.setFormatter(logging.Formatter("%(message)s"))
-    console.addFilter(lambda r: r.name.startswith("cifar"))
+    console.addFilter(ConsoleFilter())
     for h in (file, console):
         h._cifar = True
         root.addHandler(h)
     root.setLevel(logging.INFO)
+    quiet_libraries()
