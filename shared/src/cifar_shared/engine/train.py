@@ -43,16 +43,8 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
-    net = instantiate(cfg.model, num_classes=dm.num_classes)
-    if cfg.get("compile", False):
-        net = torch.compile(net)
-    module = ClassificationModule(
-        net, dm.num_classes,
-        optimizer=instantiate(cfg.optim),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        label_smoothing=cfg.get("label_smoothing", 0.0),
-        channels_last=cfg.get("channels_last", False),
-    )
+    module = build_module(cfg, dm.num_classes)
+    net = module.net
     log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
              cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
              len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
@@ -69,11 +61,13 @@ def train(cfg: DictConfig) -> dict:
         save_config(cfg, out / "config.yaml")
         write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
     recorder = RunRecorder(out / "metrics.json", dm.classes)
+    if resume is None:  # on resume the checkpoint restores it (writing now would drop metrics.json's history)
+        recorder.record("input", {"mean": dm.mean, "std": dm.std, "image_shape": list(dm.image_shape)})  # for cifar-eval/predict
     trainer = build_trainer(cfg, recorder)
     if resume is None and lr_find:
         from cifar_shared.engine.lr_finder import find_lr
 
-        found = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
+        found = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png", (cfg.get("scheduler") or {}).get("_target_"))
         picked = found["suggestion"] is not None
         found["lr_used"] = found["suggestion"] if picked else module.optimizer_factory.keywords.get("lr")
         recorder.record("lr_find", found)
@@ -94,6 +88,21 @@ def train(cfg: DictConfig) -> dict:
     recorder.record("test", test)
     log.info("test (%s): acc %.4f  f1_macro %.4f  loss %.4f", test["checkpoint"], test["acc"], test["f1_macro"], test["loss"])
     return test
+
+
+def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None) -> ClassificationModule:
+    """The network (``cfg.model``) in the shared module, as training builds it; the run-folder
+    commands (cifar-eval, cifar-predict, cifar-export-model) build theirs here too."""
+    net = instantiate(cfg.model, num_classes=num_classes)
+    if cfg.get("compile", False) if compile is None else compile:
+        net = torch.compile(net)
+    return ClassificationModule(
+        net, num_classes,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        label_smoothing=cfg.get("label_smoothing", 0.0),
+        channels_last=cfg.get("channels_last", False),
+    )
 
 
 def record_package(cfg: DictConfig) -> None:
