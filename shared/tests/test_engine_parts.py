@@ -10,7 +10,13 @@ from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine import schedulers
 from cifar_shared.engine.cli import checked_override_sets, one_line, translate_flags
 from cifar_shared.engine.config import check_config
-from cifar_shared.engine.lr_finder import ONECYCLE_GIVE_BACK, pick_lr, rule_for, smooth, valley_index
+from cifar_shared.engine.lr_finder import (
+    ONECYCLE_GIVE_BACK,
+    pick_lr,
+    rule_for,
+    smooth,
+    valley_index,
+)
 from cifar_shared.engine.metrics import classification_metrics
 
 
