@@ -112,3 +112,20 @@ def test_bad_run_dir_and_missing_checkpoint(run_dir, tmp_path):
         assert_one_line_error(cli(tool, bare, *extra), "no checkpoint")
     assert_one_line_error(cli("cifar-eval", run_dir, "data=cifar11"), "unknown option 'cifar11'")
     assert_one_line_error(cli("cifar-eval", run_dir, "data.nope=1"), "unknown config key 'data.nope'")
+
+
+def test_report_over_a_three_seed_sweep(tmp_path):
+    import statistics
+
+    sweep = tmp_path / "sweep"
+    ok(cli("basiccnn-train", "-m", "seed=0,1,2", *FAST, "data.train_size=200", "data.test_size=60", "epochs=2", f"output_dir={sweep}"))
+    out = ok(cli("cifar-report", sweep, "--out", tmp_path / "report.md"))
+    md = (tmp_path / "report.md").read_text()
+    assert md in out and (tmp_path / "report.png").stat().st_size > 1000
+    rows = [line.split(" | ") for line in md.splitlines()[2:]]
+    assert [r[0].lstrip("| ") for r in rows[:3]] == [str(sweep / s) for s in "012"] and rows[3][0].startswith("| mean ± sd of 3")
+    accs = [json.loads((sweep / s / "metrics.json").read_text())["test"]["acc"] for s in "012"]
+    for row, acc in zip(rows, accs):
+        assert row[1:4] == ["basiccnn", "synthetic", "2/2"] and row[4] == f"{acc:.4f}" and row[6] == "620,362"
+    assert rows[3][4] == f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f}"
+    assert cli("cifar-report", tmp_path / "nope").returncode == 2

@@ -21,9 +21,9 @@ sweep's few steps), no pick means anything: the finder says so and keeps the con
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-import os
 from pathlib import Path
 
 import numpy as np
@@ -152,9 +152,11 @@ def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, pl
     # or a small dataset (few batches per epoch) ends the sweep after one epoch.
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = max(max_epochs, cfg.num_steps)
-    saved = os.environ.get("TQDM_DISABLE")
+    import pytorch_lightning.tuner.lr_finder as lightning_lr_finder
+
+    bar = lightning_lr_finder.tqdm
     if not is_terminal():  # Lightning's sweep draws its own tqdm bar whatever the trainer says
-        os.environ["TQDM_DISABLE"] = "1"
+        lightning_lr_finder.tqdm = functools.partial(bar, disable=True)
     try:
         with record_batch_losses(module) as raw_losses:
             finder = Tuner(trainer).lr_find(
@@ -163,10 +165,7 @@ def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, pl
             )
     finally:
         trainer.fit_loop.max_epochs = max_epochs
-        if saved is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = saved
+        lightning_lr_finder.tqdm = bar
     n = min(len(finder.results["lr"]), len(raw_losses))
     lrs, raw = [float(x) for x in finder.results["lr"][:n]], raw_losses[:n]
     suggestion, why = pick_lr(lrs, raw, rule)
@@ -193,7 +192,10 @@ def plot_sweep(lrs: list[float], raw: list[float], curve: list[float], suggestio
     ax.plot(lrs, raw, color="0.75", linewidth=0.8, label="batch loss")
     ax.plot(lrs, curve, color="C0", label=f"smoothed (beta {smoothing_beta(len(raw)):.2f})")
     if suggestion is not None:
-        ax.axvline(suggestion, color="C3", linestyle="--", label=f"{rule}: {suggestion:.3g}")
+        ax.axvline(suggestion, color="C3", linestyle="--", label=f"{rule} rule: {suggestion:.3g}")
+        ok = [i for i, c in enumerate(curve) if math.isfinite(c)]
+        at = float(np.interp(np.log(suggestion), np.log([lrs[i] for i in ok]), [curve[i] for i in ok]))
+        ax.plot([suggestion], [at], "o", color="C3")
     finite = [x for x in raw if math.isfinite(x)]
     if finite:  # a diverging tail would squash the interesting part of the curve
         ax.set_ylim(min(finite) * 0.95, min(max(finite), 2 * float(np.median(finite[:10]))) * 1.05)
