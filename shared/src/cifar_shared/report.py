@@ -73,16 +73,19 @@ def package_name(cfg) -> str:
 
 
 def sweep_key(cfg) -> str:
-    """Runs whose configs differ only in seed and folders are repeats: they share a mean ± sd row."""
+    """Runs whose configs differ only in seeds and in paths inside their own folder are repeats:
+    they share a mean ± sd row."""
     from omegaconf import OmegaConf
 
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    for key in ("seed", "output_dir", "checkpoint_dir", "log_dir"):
-        plain.pop(key, None)
-    if isinstance(plain.get("data"), dict):
-        plain["data"].pop("seed", None)
-        plain["data"].pop("split_seed", None)
-    return repr(sorted(plain.items(), key=lambda kv: kv[0]))
+    own = str(cfg.get("output_dir", "\0"))
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in sorted(node.items())
+                    if k not in ("seed", "split_seed") and not (isinstance(v, str) and v.startswith(own))}
+        return [strip(v) for v in node] if isinstance(node, list) else node
+
+    return repr(strip(OmegaConf.to_container(cfg, resolve=False)))
 
 
 def describe(run_dir: Path) -> dict:
