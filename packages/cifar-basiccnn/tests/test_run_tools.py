@@ -16,7 +16,7 @@ FAST = ["data=synthetic", "data.train_size=400", "data.test_size=120", "batch_si
 
 
 def cli(tool: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, timeout=300)
+    return subprocess.run([str(BIN / tool), *map(str, args)], capture_output=True, text=True, timeout=900)
 
 
 def ok(result: subprocess.CompletedProcess) -> str:
