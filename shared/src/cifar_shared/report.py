@@ -63,15 +63,6 @@ def wall_time(run_dir: Path, history: list[dict]) -> float | None:
     return sum(times) if times else None
 
 
-def package_name(cfg) -> str:
-    """The registry's name of the package that built the run (``basiccnn``), else what config says."""
-    from cifar_shared.registry import installed_packages
-
-    names = {conf: name for name, conf in installed_packages().items()}
-    package = cfg.get("package")
-    return names.get(str(package), str(package)) if package else str(cfg.get("name") or "?")
-
-
 def sweep_key(cfg) -> str:
     """Runs whose configs differ only in seeds and in paths inside their own folder are repeats:
     they share a mean ± sd row."""
@@ -97,7 +88,7 @@ def describe(run_dir: Path) -> dict:
     params, flops = model_stats(run_dir)
     return {
         "path": run_dir,
-        "package": package_name(cfg),
+        "package": run.package,
         "same_as": sweep_key(cfg),
         "data": f"{data.get('name', '?')}" + (f" ({Path(str(root)).name})" if root and data.get("name") != "synthetic" else ""),
         "epochs": f"{len(history)}/{cfg.get('epochs', '?')}",

@@ -46,7 +46,12 @@ class RunFolder:
 
     @property
     def package(self) -> str:
-        return str(self.cfg.get("package") or self.cfg.get("name") or "?")
+        """The registry's name of the package that built the run (``basiccnn``), else what config says."""
+        from cifar_shared.registry import installed_packages
+
+        names = {conf: name for name, conf in installed_packages().items()}
+        package = self.cfg.get("package")
+        return names.get(str(package), str(package)) if package else str(self.cfg.get("name") or "?")
 
     def checkpoint(self, which: str = "best") -> Path:
         """``best`` (fallback ``last``), ``last``, or a path."""
