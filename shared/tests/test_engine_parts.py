@@ -10,7 +10,13 @@ from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine import schedulers
 from cifar_shared.engine.cli import checked_override_sets, one_line, translate_flags
 from cifar_shared.engine.config import check_config
-from cifar_shared.engine.lr_finder import pick_lr, smooth
+from cifar_shared.engine.lr_finder import (
+    ONECYCLE_GIVE_BACK,
+    pick_lr,
+    rule_for,
+    smooth,
+    valley_index,
+)
 from cifar_shared.engine.metrics import classification_metrics
 
 
@@ -88,7 +94,7 @@ def test_metrics_against_hand_computation():
         ({"lr": -1.0}, "lr=-1.0 is invalid"),
         ({"data": {"val_fraction": 0.0}}, "data.val_fraction=0.0"),
         ({"augment": {"pipeline": "gpu"}}, "augment.pipeline='gpu' is invalid"),
-        ({"lr_find": {"rule": "valley"}}, "lr_find.rule='valley' is invalid"),
+        ({"lr_find": {"rule": "middle"}}, "lr_find.rule='middle' is invalid"),
         ({"lr_find": {"min_lr": 0.1, "max_lr": 0.01}}, "lr_find.min_lr=0.1 must be below"),
     ],
 )
@@ -118,6 +124,37 @@ def test_lr_rules_read_the_curve():
     assert raw_min / 10 <= pick <= raw_min  # a tenth of the smoothed minimum, which lags the raw one
     steep, _ = pick_lr(lrs, loss, "steepest")
     assert lrs[10] <= steep < raw_min
+
+
+def test_valley_rule_is_fastais_longest_valley():
+    # the longest decreasing subsequence: the bump (10..19) and the descent (20..60), 51 points
+    curve = np.concatenate([np.linspace(2.0, 1.9, 10), np.linspace(2.2, 2.1, 10), np.linspace(2.05, 1.0, 41), np.linspace(1.1, 3.0, 39)])
+    i = valley_index(curve)
+    start, end = 9, 60  # fastai: max_start = max_end - lds[max_end] (one before the run's first point)
+    sections = (end - start) / 3
+    assert i == start + int(sections) + int(sections / 2) == 34
+    lrs, loss = _sweep()
+    pick, _ = pick_lr(lrs, loss, "valley")
+    raw_min = lrs[int(np.argmin(loss))]
+    assert lrs[0] * 10 < pick < raw_min  # inside the valley, below its bottom
+
+
+def test_onecycle_rule_sits_past_the_minimum_before_the_loss_turns_up():
+    lrs, loss = _sweep()
+    pick, _ = pick_lr(lrs, loss, "onecycle")
+    curve = np.asarray(smooth(loss))
+    i = lrs.index(pick)
+    start = float(np.median(loss[:10]))
+    limit = curve.min() + ONECYCLE_GIVE_BACK * (start - curve.min())
+    assert i >= int(curve.argmin()) and curve[i] <= limit < curve[i + 1]
+    assert pick > pick_lr(lrs, loss, "valley")[0] and pick > pick_lr(lrs, loss, "min_over_10")[0]
+
+
+def test_auto_rule_follows_the_scheduler():
+    assert rule_for("auto", "cifar_shared.engine.schedulers.onecycle") == "onecycle"
+    assert rule_for("auto", "cifar_shared.engine.schedulers.plateau") == "valley"
+    assert rule_for("auto", None) == "valley"
+    assert rule_for("steepest", "cifar_shared.engine.schedulers.onecycle") == "steepest"
 
 
 def test_lr_finder_refuses_a_flat_curve():

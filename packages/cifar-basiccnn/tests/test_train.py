@@ -1,9 +1,11 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from cifar_shared import UserError
+from cifar_shared.engine.lr_finder import valley_index
 from cifar_shared.engine.train import train
 
 
@@ -76,8 +78,9 @@ def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path, small_config):
     assert len(lrs) == len(raw) == len(found["loss"]) > 6  # more than one epoch (6 batches) of sweep
     assert raw[0] == pytest.approx(found["loss"][0])  # the smoothed curve starts at the first loss
     assert found["suggestion"] is not None, "the loss fell during the sweep; the finder should pick"
+    assert found["rule"] == "valley"  # rule=auto under the plateau scheduler
     smoothed_min = lrs[found["loss"].index(min(found["loss"]))]
-    assert found["suggestion"] == pytest.approx(smoothed_min / 10)
+    assert found["suggestion"] == lrs[valley_index(np.asarray(found["loss"]))] < smoothed_min  # inside the valley
     history = json.loads((tmp_path / "metrics.json").read_text())["history"]
     assert history[0]["lr"] == pytest.approx(found["suggestion"]) == found["lr_used"]  # Adam + plateau: the pick is the lr
     assert (tmp_path / "lr_finder.png").stat().st_size > 1000 and 0 <= test["acc"] <= 1

@@ -27,7 +27,7 @@ def test_lr_finder_picks_onecycle_peak(lr_find_run):
     metrics = json.loads((out / "metrics.json").read_text())
     found = metrics["lr_find"]
     assert len(found["lr"]) == len(found["raw_loss"]) > 8, "the sweep stopped at the end of the first epoch"
-    assert found["rule"] == "min_over_10" and found["suggestion"] == pick_lr(found["lr"], found["raw_loss"], "min_over_10")[0]
+    assert found["rule"] == "onecycle" and found["suggestion"] == pick_lr(found["lr"], found["raw_loss"], "onecycle")[0]  # auto under OneCycle
     log = (out / "train.log").read_text()
     if found["suggestion"] is None:
         assert "LR finder: no pick" in log

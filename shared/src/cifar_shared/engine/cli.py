@@ -121,6 +121,7 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
     def job(cfg: DictConfig):
         with open_dict(cfg):
             cfg.output_dir = HydraConfig.get().runtime.output_dir
+            cfg.package = conf_package  # the run folder records which package built it (cifar-eval reads it)
         try:
             return task(cfg)
         except UserError as e:

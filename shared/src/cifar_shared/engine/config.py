@@ -53,7 +53,7 @@ _RULES = [
 _CHOICES = {
     "augment.pipeline": ("tensor", "per_sample"),
     "data.name": ("cifar10", "cifar100", "folder", "synthetic"),
-    "lr_find.rule": ("steepest", "min_over_10"),
+    "lr_find.rule": ("auto", "valley", "onecycle", "min_over_10", "steepest"),
 }
 
 

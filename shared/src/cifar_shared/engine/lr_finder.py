@@ -5,15 +5,23 @@ the raw batch losses ourselves and smooth them with a correctly debiased moving 
 curve Lightning stores divides by ``1 - beta**(step + 1)`` with a step that starts at 1, which
 makes its first points read up to 2x too low, and a "minimum" at the very start of the sweep.
 
-Two rules turn the curve into a learning rate:
-- ``min_over_10`` (default): fastai's, a tenth of the lr at the loss minimum;
+Rules turn the curve into a learning rate; which one fits depends on what the lr is for:
+- ``valley`` (for a constant or plateau-scheduled lr): fastai's default since 2021, a point in the
+  steepest part of the longest valley of the smoothed curve (its longest decreasing run), half-way
+  into that valley's middle third;
+- ``onecycle`` (for OneCycle's peak): Leslie Smith's range test reads the peak near the loss
+  minimum, before the loss turns up; OneCycle warms up to it, so the pick is the largest lr past
+  the minimum at which the smoothed loss has given back at most ``ONECYCLE_GIVE_BACK`` of its drop;
+- ``min_over_10``: fastai's older rule, a tenth of the lr at the loss minimum;
 - ``steepest``: Lightning's, the lr where the smoothed loss falls fastest (first 10 points skipped).
+``auto`` (default) picks ``onecycle`` when the run's scheduler is OneCycle, ``valley`` otherwise.
 If the loss never falls clearly below where it started (a network that learns nothing in the
-sweep's few steps), neither pick means anything: the finder says so and keeps the configured lr.
+sweep's few steps), no pick means anything: the finder says so and keeps the configured lr.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from pathlib import Path
@@ -22,11 +30,47 @@ import numpy as np
 import pytorch_lightning as pl
 from pytorch_lightning.tuner import Tuner
 
+from cifar_shared.engine.console import is_terminal
+
 log = logging.getLogger("cifar_shared.lr_finder")
 
 SMOOTH_SPAN = 0.05  # the moving average spans 5 % of the sweep's points
 MIN_DROP = 0.05    # the smoothed loss must fall 5 % below its starting level for a pick to count
 SKIP_BEGIN = 10    # points the steepest rule ignores at the start (as Lightning's suggestion)
+ONECYCLE_GIVE_BACK = 0.5  # onecycle rule: how much of the drop (start -> minimum) the loss may regain
+RULES = ("auto", "valley", "onecycle", "min_over_10", "steepest")
+
+
+def rule_for(rule: str, scheduler_target: str | None) -> str:
+    """``auto`` -> ``onecycle`` under a OneCycle scheduler, ``valley`` under any other (or none)."""
+    if rule != "auto":
+        return rule
+    return "onecycle" if scheduler_target and "onecycle" in str(scheduler_target).lower() else "valley"
+
+
+def valley_index(curve: np.ndarray) -> int:
+    """fastai's ``valley``: the longest strictly decreasing subsequence of the curve marks the
+    valley; the pick sits in its middle third, half-way in (fastai.callback.schedule.valley)."""
+    n = len(curve)
+    lds = [1] * n
+    max_start = max_end = 0
+    for i in range(1, n):
+        for j in range(i):
+            if curve[i] < curve[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return max_start + int(sections) + int(sections / 2)
+
+
+def onecycle_index(curve: np.ndarray, start: float) -> int:
+    """The largest index past the minimum whose loss is within ``ONECYCLE_GIVE_BACK`` of the drop."""
+    low = int(curve.argmin())
+    limit = curve[low] + ONECYCLE_GIVE_BACK * (start - curve[low])
+    above = np.nonzero(curve[low:] > limit)[0]
+    return low + (int(above[0]) - 1 if len(above) else len(curve) - 1 - low)
 
 
 def smoothing_beta(num_points: int) -> float:
@@ -62,6 +106,10 @@ def pick_lr(lrs: list[float], raw_losses: list[float], rule: str) -> tuple[float
         return None, f"the loss never fell {MIN_DROP:.0%} below its start ({start:.3g} -> min {curve.min():.3g})"
     if rule == "min_over_10":
         return float(lrs_arr[curve.argmin()] / 10), "ok"
+    if rule == "valley":
+        return float(lrs_arr[valley_index(curve)]), "ok"
+    if rule == "onecycle":
+        return float(lrs_arr[onecycle_index(curve, start)]), "ok"
     if len(curve) <= SKIP_BEGIN + 2:
         return None, f"only {len(curve)} points for the steepest rule"
     slope = np.gradient(curve[SKIP_BEGIN:-1], np.log(lrs_arr[SKIP_BEGIN:-1]))
@@ -95,13 +143,20 @@ class record_batch_losses:
         del self.module.on_train_batch_end
 
 
-def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, plot_path: Path) -> dict:
-    """Sweep the lr for ``cfg.num_steps`` batches; return the pick, the rule and the curve."""
-    rule = cfg.get("rule", "min_over_10")
+def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, plot_path: Path,
+            scheduler_target: str | None = None) -> dict:
+    """Sweep the lr for ``cfg.num_steps`` batches; return the pick, the rule and the curve.
+    ``scheduler_target``: the run's scheduler (its ``_target_``), which ``rule: auto`` reads."""
+    rule = rule_for(cfg.get("rule", "auto"), scheduler_target)
     # Lightning's sweep runs inside fit, so it also stops at max_epochs: lift that for the sweep,
     # or a small dataset (few batches per epoch) ends the sweep after one epoch.
     max_epochs = trainer.fit_loop.max_epochs
     trainer.fit_loop.max_epochs = max(max_epochs, cfg.num_steps)
+    import pytorch_lightning.tuner.lr_finder as lightning_lr_finder
+
+    bar = lightning_lr_finder.tqdm
+    if not is_terminal():  # Lightning's sweep draws its own tqdm bar whatever the trainer says
+        lightning_lr_finder.tqdm = functools.partial(bar, disable=True)
     try:
         with record_batch_losses(module) as raw_losses:
             finder = Tuner(trainer).lr_find(
@@ -110,6 +165,7 @@ def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, pl
             )
     finally:
         trainer.fit_loop.max_epochs = max_epochs
+        lightning_lr_finder.tqdm = bar
     n = min(len(finder.results["lr"]), len(raw_losses))
     lrs, raw = [float(x) for x in finder.results["lr"][:n]], raw_losses[:n]
     suggestion, why = pick_lr(lrs, raw, rule)
@@ -136,7 +192,10 @@ def plot_sweep(lrs: list[float], raw: list[float], curve: list[float], suggestio
     ax.plot(lrs, raw, color="0.75", linewidth=0.8, label="batch loss")
     ax.plot(lrs, curve, color="C0", label=f"smoothed (beta {smoothing_beta(len(raw)):.2f})")
     if suggestion is not None:
-        ax.axvline(suggestion, color="C3", linestyle="--", label=f"{rule}: {suggestion:.3g}")
+        ax.axvline(suggestion, color="C3", linestyle="--", label=f"{rule} rule: {suggestion:.3g}")
+        ok = [i for i, c in enumerate(curve) if math.isfinite(c)]
+        at = float(np.interp(np.log(suggestion), np.log([lrs[i] for i in ok]), [curve[i] for i in ok]))
+        ax.plot([suggestion], [at], "o", color="C3")
     finite = [x for x in raw if math.isfinite(x)]
     if finite:  # a diverging tail would squash the interesting part of the curve
         ax.set_ylim(min(finite) * 0.95, min(max(finite), 2 * float(np.median(finite[:10]))) * 1.05)

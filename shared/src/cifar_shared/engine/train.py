@@ -14,7 +14,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from pytorch_lightning.callbacks import (
     EarlyStopping,
     ModelCheckpoint,
@@ -26,6 +26,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from cifar_shared.data.datamodule import ImageDataModule
 from cifar_shared.engine.callbacks import RunRecorder
 from cifar_shared.engine.config import check_config
+from cifar_shared.engine.console import ConsoleFilter, FileFilter, is_terminal, quiet_libraries
 from cifar_shared.engine.module import ClassificationModule
 from cifar_shared.errors import UserError
 
@@ -35,22 +36,15 @@ log = logging.getLogger("cifar_shared.train")
 def train(cfg: DictConfig) -> dict:
     """Train, test and return the test metrics; the run folder is ``cfg.output_dir``."""
     check_config(cfg)
+    record_package(cfg)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
-    net = instantiate(cfg.model, num_classes=dm.num_classes)
-    if cfg.get("compile", False):
-        net = torch.compile(net)
-    module = ClassificationModule(
-        net, dm.num_classes,
-        optimizer=instantiate(cfg.optim),
-        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
-        label_smoothing=cfg.get("label_smoothing", 0.0),
-        channels_last=cfg.get("channels_last", False),
-    )
+    module = build_module(cfg, dm.num_classes)
+    net = module.net
     log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
              cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
              len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
@@ -67,11 +61,13 @@ def train(cfg: DictConfig) -> dict:
         save_config(cfg, out / "config.yaml")
         write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
     recorder = RunRecorder(out / "metrics.json", dm.classes)
+    if resume is None:  # on resume the checkpoint restores it (writing now would drop metrics.json's history)
+        recorder.record("input", {"mean": dm.mean, "std": dm.std, "image_shape": list(dm.image_shape)})  # for cifar-eval/predict
     trainer = build_trainer(cfg, recorder)
     if resume is None and lr_find:
         from cifar_shared.engine.lr_finder import find_lr
 
-        found = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png")
+        found = find_lr(trainer, module, dm, cfg.lr_find, out / "lr_finder.png", (cfg.get("scheduler") or {}).get("_target_"))
         picked = found["suggestion"] is not None
         found["lr_used"] = found["suggestion"] if picked else module.optimizer_factory.keywords.get("lr")
         recorder.record("lr_find", found)
@@ -92,6 +88,32 @@ def train(cfg: DictConfig) -> dict:
     recorder.record("test", test)
     log.info("test (%s): acc %.4f  f1_macro %.4f  loss %.4f", test["checkpoint"], test["acc"], test["f1_macro"], test["loss"])
     return test
+
+
+def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None) -> ClassificationModule:
+    """The network (``cfg.model``) in the shared module, as training builds it; the run-folder
+    commands (cifar-eval, cifar-predict, cifar-export-model) build theirs here too."""
+    net = instantiate(cfg.model, num_classes=num_classes)
+    if cfg.get("compile", False) if compile is None else compile:
+        net = torch.compile(net)
+    return ClassificationModule(
+        net, num_classes,
+        optimizer=instantiate(cfg.optim),
+        scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
+        label_smoothing=cfg.get("label_smoothing", 0.0),
+        channels_last=cfg.get("channels_last", False),
+    )
+
+
+def record_package(cfg: DictConfig) -> None:
+    """Set ``cfg.package`` (the conf package that built the run) when the caller has not: the CLI
+    sets it; a test or script calling ``train()`` gets it from the registry by ``cfg.name``."""
+    if cfg.get("package"):
+        return
+    from cifar_shared.registry import installed_packages
+
+    with open_dict(cfg):
+        cfg.package = installed_packages().get(str(cfg.get("name")))
 
 
 def model_header(cfg: DictConfig, num_classes: int) -> str:
@@ -130,8 +152,11 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
     ))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
-    if tcfg.get("enable_progress_bar", True):
-        callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" and sys.stderr.isatty() else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
+    # A bar only on a terminal: piped or logged output gets the epoch lines and nothing else.
+    tcfg["enable_progress_bar"] = bool(tcfg.get("enable_progress_bar", True)) and is_terminal()
+    if tcfg["enable_progress_bar"]:
+        callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
+    tcfg.setdefault("enable_model_summary", False)  # model_info.txt holds the summary (torchinfo)
     return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False)
 
 
@@ -193,10 +218,12 @@ def setup_logging(path: Path) -> None:
             h.close()
     file = logging.FileHandler(path, mode="a") if rank_zero_only.rank == 0 else logging.NullHandler()  # one writer under DDP
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    file.addFilter(FileFilter())
     console = logging.StreamHandler(sys.stdout)  # progress on stdout; stderr is for errors
     console.setFormatter(logging.Formatter("%(message)s"))
-    console.addFilter(lambda r: r.name.startswith("cifar"))
+    console.addFilter(ConsoleFilter())
     for h in (file, console):
         h._cifar = True
         root.addHandler(h)
     root.setLevel(logging.INFO)
+    quiet_libraries()
