@@ -125,11 +125,14 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
         monitor=ckpt.get("monitor", "val/acc"),
         mode=ckpt.get("mode", "max"),
         save_last=True,
-        save_top_k=1,
+        save_top_k=int(ckpt.get("save_top_k", 1)),
         save_on_train_epoch_end=True,
     ))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
+    for extra in (ccfg.get("extra") or {}).values():  # a package's own callbacks (name -> {_target_: ...})
+        if extra is not None:
+            callbacks.append(instantiate(extra))
     if tcfg.get("enable_progress_bar", True):
         callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" and sys.stderr.isatty() else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
     return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False)
