@@ -42,7 +42,10 @@ def run_checks(cfg: DictConfig, print_table: Callable[[str], None] = print) -> l
 
     def model():
         dm = state["dm"]
-        net = instantiate(cfg.model, num_classes=dm.num_classes)
+        try:
+            net = instantiate(cfg.model, num_classes=dm.num_classes)
+        except Exception as e:  # Hydra wraps what the constructor raised
+            raise CheckFailed(str(e.__cause__ or e).splitlines()[0]) from None
         net.eval()
         with torch.no_grad():
             out = net(torch.zeros(2, *dm.image_shape))
@@ -76,7 +79,7 @@ def run_checks(cfg: DictConfig, print_table: Callable[[str], None] = print) -> l
         optimizer.zero_grad()
         loss = F.cross_entropy(net(x), y)
         if not torch.isfinite(loss):
-            raise CheckFailed(f"the loss of one batch is {float(loss)}")
+            raise CheckFailed(f"the loss of one batch is {loss.item()}")
         loss.backward()
         for name, p in net.named_parameters():
             if not p.requires_grad:
@@ -89,8 +92,8 @@ def run_checks(cfg: DictConfig, print_table: Callable[[str], None] = print) -> l
             if norm == 0.0:
                 raise CheckFailed(f"{name} gets an all-zero gradient: nothing after it depends on it")
         optimizer.step()
-        state["optimizer"], state["loss0"] = optimizer, float(loss)
-        return f"loss {float(loss):.4f}, all {sum(1 for p in net.parameters() if p.requires_grad)} parameter tensors get non-zero finite gradients"
+        state["optimizer"], state["loss0"] = optimizer, loss.item()
+        return f"loss {loss.item():.4f}, all {sum(1 for p in net.parameters() if p.requires_grad)} parameter tensors get non-zero finite gradients"
 
     def learns():
         net, optimizer, (x, y) = state["net"], state["optimizer"], state["batch"]
@@ -100,7 +103,7 @@ def run_checks(cfg: DictConfig, print_table: Callable[[str], None] = print) -> l
             loss = F.cross_entropy(net(x), y)
             loss.backward()
             optimizer.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         if not losses[-1] < losses[0]:
             raise CheckFailed(f"the loss on one batch went {losses[0]:.4f} -> {losses[-1]:.4f} in {LEARN_STEPS} steps: check the lr ({cfg.optim.get('lr')})")
         return f"loss on one batch {losses[0]:.4f} -> {losses[-1]:.4f} in {LEARN_STEPS} steps"

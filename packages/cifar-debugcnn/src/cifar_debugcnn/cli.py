@@ -1,5 +1,7 @@
 """Entry points: ``debugcnn-train`` and ``debugcnn-check`` (same config, same overrides)."""
 
+import sys
+
 from cifar_shared.engine.cli import run
 
 
@@ -15,4 +17,5 @@ def check_task(cfg):
 
 
 def check_main() -> None:
-    run("cifar_debugcnn.conf", task=check_task, config_name="check")
+    # The checks write nothing: Hydra's run folder is the current one, not a new outputs/ folder.
+    run("cifar_debugcnn.conf", task=check_task, argv=[*sys.argv[1:], "hydra.run.dir=."])
