@@ -92,10 +92,10 @@ def test_tensorboard_gets_scalars_and_histograms(run):
 
 
 def test_every_n_steps_and_off(tmp_path, small_config):
-    train(small_config(tmp_path / "n", "epochs=1", "callbacks.extra.probes.every_n_steps=2", "callbacks.extra.probes.figures=false"))
+    train(small_config(tmp_path / "n", "epochs=1", "data.image_size=16", "callbacks.extra.probes.every_n_steps=2", "callbacks.extra.probes.figures=false"))
     steps = json.loads((tmp_path / "n" / "debug.json").read_text())["steps"]
     assert [s["global_step"] for s in steps] == [0, 2, 4]
-    train(small_config(tmp_path / "off", "epochs=1", "callbacks.extra.probes=null"))
+    train(small_config(tmp_path / "off", "epochs=1", "data.image_size=16", "callbacks.extra.probes=null"))
     assert not (tmp_path / "off" / "debug.json").exists() and not (tmp_path / "off" / "debug").exists()
 
 
@@ -133,6 +133,6 @@ def test_non_finite_loss_names_the_first_bad_layer():
 
 def test_a_dying_network_is_diagnosed_in_a_real_run(tmp_path, small_config):
     """A huge lr kills ReLU units or blows up; either way the second watched step must say so."""
-    train(small_config(tmp_path, "epochs=2", "lr=50", "callbacks.extra.probes.figures=false"))
+    train(small_config(tmp_path, "epochs=2", "lr=50", "data.image_size=16", "callbacks.extra.probes.figures=false"))
     steps = json.loads((tmp_path / "debug.json").read_text())["steps"]
     assert steps[0]["diagnoses"] == [] and steps[-1]["diagnoses"]

@@ -29,7 +29,7 @@ class DebugCNN(nn.Module):
         if image_size < shrink or image_size % shrink:
             raise UserError(
                 f"model cannot take {image_size} px images: its {len(widths)} 2x2 max-pools need a multiple of {shrink} "
-                f"(e.g. data.image_size={max(shrink, round(image_size / shrink) * shrink)})"
+                f"(e.g. data.image_size={max(shrink, -(-image_size // shrink) * shrink)})"
             )
         channels, blocks = 3, OrderedDict()
         for i, width in enumerate(widths, 1):
