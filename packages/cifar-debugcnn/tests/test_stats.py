@@ -53,7 +53,7 @@ class OneBatch(torch.utils.data.Dataset):
         return self.x, self.y
 
 
-def _fit_one_step(tmp_path, net):
+def _fit_one_step(tmp_path, net, **probe_settings):
     import pytorch_lightning as pl
 
     class Module(pl.LightningModule):
@@ -68,7 +68,7 @@ def _fit_one_step(tmp_path, net):
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.1)
 
-    probes = LayerProbes(every_n_steps=1, histograms=False, figures=False)
+    probes = LayerProbes(every_n_steps=1, histograms=False, figures=False, **probe_settings)
     grads = {}
 
     class Keep(pl.Callback):  # the reference: p.grad as the optimizer sees it
@@ -106,3 +106,10 @@ def test_a_training_step_reports_the_hand_set_dead_units(tmp_path):
     assert not any("dead" in d for d in record["diagnoses"])  # 50 % is not above the 0.5 threshold
     linear = next(r for r in record["layers"] if r["name"] == "0")
     assert linear["out_grad_norm"] is not None and linear["out_grad_norm"] > 0
+
+
+def test_the_diagnosis_names_the_layer_with_dead_units(tmp_path):
+    net = nn.Sequential(*hand_set_layer(), nn.Linear(6, 3))
+    record, _, _, _ = _fit_one_step(tmp_path, net, dead_threshold=0.4)
+    assert [d for d in record["diagnoses"] if "dead" in d] == [
+        "1: 3 of 6 units dead (50% > 40%, zero for every sample of the batch); lower the lr, check the bias/init before it, or use LeakyReLU"]

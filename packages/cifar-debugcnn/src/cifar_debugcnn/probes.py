@@ -61,8 +61,8 @@ class LayerProbes(pl.Callback):
         return batch_idx == 0 if self.every_n_steps == 0 else global_step % self.every_n_steps == 0
 
     # ------------------------------------------------------------------ Lightning hooks
-    def on_fit_start(self, trainer, pl_module):
-        """A resumed run keeps the watched steps of the epochs it already trained."""
+    def on_train_start(self, trainer, pl_module):
+        """A resumed run (loops restored by now) keeps the watched steps of the epochs it trained."""
         path = self._out(trainer) / "debug.json"
         if path.exists() and trainer.current_epoch > 0:
             try:
