@@ -23,6 +23,7 @@ PACKAGES = {
     "shared": ("cifar-shared", ["albumentations"], "shared/tests"),
     "basiccnn": ("cifar-basiccnn", [], "packages/cifar-basiccnn/tests"),
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
+    "debugcnn": ("cifar-debugcnn", [], "packages/cifar-debugcnn/tests"),
 }
 nox.options.sessions = ["lint", *PACKAGES]
 

@@ -181,6 +181,8 @@ def _decode_folder(root: Path, image_size: int) -> ImageSet:
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
     if not files:
         raise UserError(f"image folder {root} has no images: it needs one subfolder per class holding .png/.jpg files")
+    if len(classes) < 2:
+        raise UserError(f"image folder {root} has only the class folder '{classes[0]}': a classifier needs at least 2 class folders, one per class")
     images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for k, (path, _) in enumerate(files):
         try:
@@ -281,8 +283,25 @@ SOURCES: dict[str, Callable[..., tuple[ImageSet, ImageSet]]] = {
 
 
 def load_source(cfg) -> tuple[ImageSet, ImageSet]:
-    """(train, test) for a data config such as ``conf/data/cifar10.yaml``."""
+    """(train, test) for a data config such as ``conf/data/cifar10.yaml``; CIFAR's 32 px images are
+    resized once here when ``image_size`` asks for another size (folders and synthetic make theirs)."""
     name = cfg["name"]
     if name not in SOURCES:
         raise UserError(f"unknown data source '{name}': choose one of {', '.join(sorted(SOURCES))}")
-    return SOURCES[name](cfg)
+    train, test = SOURCES[name](cfg)
+    size = cfg.get("image_size")
+    if name in _CIFAR and size and int(size) != train.images.shape[-1]:
+        train, test = resize_images(train, int(size)), resize_images(test, int(size))
+    return train, test
+
+
+def resize_images(data: ImageSet, size: int, chunk: int = 1024) -> ImageSet:
+    """Bilinear (antialiased) resize of a whole split, in chunks so only one chunk is ever float."""
+    if size < 1:
+        raise UserError(f"data.image_size={size} is invalid: it must be a positive number of pixels")
+    out = torch.empty((len(data), 3, size, size), dtype=torch.uint8)
+    for i in range(0, len(data), chunk):
+        x = data.images[i:i + chunk].float()
+        y = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+        out[i:i + chunk] = y.round_().clamp_(0, 255).to(torch.uint8)
+    return ImageSet(out, data.labels, data.classes)

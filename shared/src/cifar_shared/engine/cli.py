@@ -126,6 +126,10 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
             return task(cfg)
         except UserError as e:
             fail(str(e))
+        except Exception as e:  # Hydra's instantiate wraps a UserError raised by a model's constructor
+            if isinstance(e.__cause__, UserError):
+                fail(str(e.__cause__))
+            raise
 
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(resources.files(conf_package)), config_name=config_name, version_base="1.3")(job)()

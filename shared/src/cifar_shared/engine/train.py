@@ -147,11 +147,14 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
         monitor=ckpt.get("monitor", "val/acc"),
         mode=ckpt.get("mode", "max"),
         save_last=True,
-        save_top_k=1,
+        save_top_k=int(ckpt.get("save_top_k", 1)),
         save_on_train_epoch_end=True,
     ))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
+    for extra in (ccfg.get("extra") or {}).values():  # a package's own callbacks (name -> {_target_: ...})
+        if extra is not None:
+            callbacks.append(instantiate(extra))
     # A bar only on a terminal: piped or logged output gets the epoch lines and nothing else.
     tcfg["enable_progress_bar"] = bool(tcfg.get("enable_progress_bar", True)) and is_terminal()
     if tcfg["enable_progress_bar"]:

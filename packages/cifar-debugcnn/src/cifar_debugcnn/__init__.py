@@ -1,0 +1,1 @@
+"""cifar-debugcnn: a batch-normalized CNN with layer-by-layer training probes."""

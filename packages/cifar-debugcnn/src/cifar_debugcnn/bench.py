@@ -1,0 +1,105 @@
+"""``debugcnn-bench``: what the probes cost, at their default cadence, against no probes.
+
+One training run (the debugcnn config, synthetic data by default) whose epochs alternate between
+probes on and probes off, so machine load hits both sides alike. Reported: the mean training step
+time of each side (start-to-start of consecutive batches, so a watched step's table, TensorBoard
+writes and hooks are inside it) and the epoch time (which also holds the epoch-end figures and
+``debug.json``), and their ratios.
+
+    uv run debugcnn-bench                      # synthetic, 3,728 images (the subset's training split)
+    uv run debugcnn-bench --epochs 9 data=cifar10 data.root=../shared/data/cifar10-subset data.download=false
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import pytorch_lightning as pl
+
+
+class Alternate(pl.Callback):
+    """Turns the probes on in even epochs and off in odd ones; times steps and epochs of each."""
+
+    def __init__(self, probes):
+        self.probes = probes
+        self.steps = {True: [], False: []}
+        self.epochs = {True: [], False: []}
+        self._last = self._epoch_start = None
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self._close_epoch(trainer)
+        self.probes.enabled = trainer.current_epoch % 2 == 0
+        self._last, self._epoch_start = None, time.perf_counter()
+
+    def on_train_end(self, trainer, pl_module):
+        self._close_epoch(trainer, ended=True)
+
+    def _close_epoch(self, trainer, ended: bool = False) -> None:
+        """An epoch runs from its start to the next one's: steps, validation and epoch-end work."""
+        finished = trainer.current_epoch - (0 if ended else 1)
+        if self._epoch_start is not None and finished > 1:
+            self.epochs[self.probes.enabled].append(time.perf_counter() - self._epoch_start)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        now = time.perf_counter()
+        if self._last is not None and trainer.current_epoch > 1:  # epochs 0 and 1: warm-up, one of each
+            self.steps[self.probes.enabled].append(now - self._last)
+        self._last = now
+
+    def on_validation_epoch_start(self, trainer, pl_module):  # closes the epoch's last step
+        if self._last is not None and trainer.current_epoch > 1:
+            self.steps[self.probes.enabled].append(time.perf_counter() - self._last)
+        self._last = None
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=6, help="total epochs (the first two are warm-up, one of each); even count")
+    parser.add_argument("overrides", nargs="*", help="debugcnn config overrides")
+    args = parser.parse_args(argv)
+
+    import torch
+    from hydra.utils import instantiate
+
+    from cifar_debugcnn.probes import LayerProbes
+    from cifar_shared.data.datamodule import ImageDataModule
+    from cifar_shared.engine.cli import compose_config
+    from cifar_shared.engine.module import ClassificationModule
+
+    cfg = compose_config("cifar_debugcnn.conf", [
+        "data=synthetic", "data.train_size=4660", "data.test_size=10", *args.overrides,
+        f"epochs={args.epochs}", "data.val_fraction=0.2",
+    ])
+    pl.seed_everything(cfg.seed, verbose=False)
+    dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed)
+    module = ClassificationModule(instantiate(cfg.model, num_classes=dm.num_classes), dm.num_classes,
+                                  optimizer=instantiate(cfg.optim))
+    probes = instantiate(cfg.callbacks.extra.probes, table=True)
+    assert isinstance(probes, LayerProbes)
+    timer = Alternate(probes)
+    import logging
+
+    logging.getLogger("cifar_debugcnn").setLevel(logging.WARNING)  # the tables are built, not shown
+    with tempfile.TemporaryDirectory() as out:
+        from pytorch_lightning.loggers import TensorBoardLogger
+
+        trainer = pl.Trainer(max_epochs=args.epochs, callbacks=[timer, probes], logger=TensorBoardLogger(out, name="", version=""),
+                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                             limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=out, accelerator="cpu")
+        trainer.fit(module, datamodule=dm)
+        watched = len(probes.steps)
+    on, off = timer.steps[True], timer.steps[False]
+    step_on, step_off = statistics.mean(on), statistics.mean(off)
+    epoch_on, epoch_off = statistics.mean(timer.epochs[True]), statistics.mean(timer.epochs[False])
+    print(f"debugcnn probes, every_n_steps={cfg.callbacks.extra.probes.every_n_steps} (0: first batch of each epoch); "
+          f"{len(dm.train_set)} train images {dm.image_shape[-1]} px, batch {cfg.batch_size}, torch threads {torch.get_num_threads()}")
+    print(f"epochs timed: {len(timer.epochs[True])} with probes, {len(timer.epochs[False])} without, interleaved; {watched} watched steps in all")
+    print(f"step time  with probes {step_on * 1000:8.1f} ms   without {step_off * 1000:8.1f} ms   ratio {step_on / step_off:.3f}  ({len(on)} / {len(off)} steps)")
+    print(f"epoch time with probes {epoch_on:8.2f} s    without {epoch_off:8.2f} s    ratio {epoch_on / epoch_off:.3f}  (epoch-end figures + debug.json included)")
+
+
+if __name__ == "__main__":
+    main()
