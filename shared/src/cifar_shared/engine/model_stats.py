@@ -3,7 +3,7 @@
 FLOPs follow PyTorch's convention (a multiply-add is 2 FLOPs; matmul, conv and attention kernels
 are counted, elementwise ops are not). Forward+backward is what one training step costs per image:
 the backward pass computes the parameters' gradients (not the input's), as training does.
-The count runs under ``fork_rng`` on a copy-free eval pass, so it shifts neither the run's random
+The count runs under ``fork_rng`` on an eval-mode pass, so it shifts neither the run's random
 stream nor any weight or gradient.
 """
 
@@ -34,7 +34,7 @@ def _giga(flops: int) -> str:
 
 
 def model_stats(net: torch.nn.Module, image_shape: tuple[int, int, int]) -> ModelStats:
-    """Count on the CPU-side device of the network's parameters, batch of ``BATCH`` random images."""
+    """Count on the device of the network's parameters, with ``BATCH`` random images."""
     params = list(net.parameters())
     trainable = [p for p in params if p.requires_grad]
     device = params[0].device if params else torch.device("cpu")
@@ -43,12 +43,12 @@ def model_stats(net: torch.nn.Module, image_shape: tuple[int, int, int]) -> Mode
     try:
         with torch.random.fork_rng(devices=[]):
             x = torch.randn(BATCH, *image_shape, device=device)
+            # grad enabled in both passes: the counter's module tracker trips over some models
+            # (perceiver-pytorch) under no_grad, and the forward FLOPs are the same either way
             with FlopCounterMode(display=False) as fwd:
-                with torch.no_grad():
-                    net(x)
-            with FlopCounterMode(display=False) as both:
                 out = net(x)
-                if trainable:  # gradients returned, not accumulated into .grad
+            with FlopCounterMode(display=False) as bwd:
+                if trainable and out.requires_grad:  # gradients returned, not accumulated into .grad
                     torch.autograd.grad(out.float().sum(), trainable, allow_unused=True)
     finally:
         net.train(was_training)
@@ -56,5 +56,5 @@ def model_stats(net: torch.nn.Module, image_shape: tuple[int, int, int]) -> Mode
         params=sum(p.numel() for p in params),
         trainable=sum(p.numel() for p in trainable),
         forward_flops=fwd.get_total_flops() // BATCH,
-        train_flops=both.get_total_flops() // BATCH,
+        train_flops=(fwd.get_total_flops() + bwd.get_total_flops()) // BATCH,
     )
