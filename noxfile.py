@@ -24,6 +24,7 @@ PACKAGES = {
     "basiccnn": ("cifar-basiccnn", [], "packages/cifar-basiccnn/tests"),
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
     "debugcnn": ("cifar-debugcnn", [], "packages/cifar-debugcnn/tests"),
+    "perceiver": ("cifar-perceiver", [], "packages/cifar-perceiver/tests"),
 }
 nox.options.sessions = ["lint", *PACKAGES]
 

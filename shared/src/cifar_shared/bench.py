@@ -4,6 +4,10 @@ Both make the same batches (random crop with 4 px padding, horizontal flip, norm
 from the same images in the same run. The textbook pipeline is what most CIFAR tutorials do:
 ``torchvision.datasets.CIFAR10.__getitem__`` (a PIL image per sample), PIL transforms, and a
 DataLoader with worker processes.
+
+``--policies`` adds the shared augment configs (``augment=crop_flip``, ``moco``,
+``flip_rotate_jitter``, ``randaug``), each through the pipeline its config names (batched
+``tensor`` or ``per_sample`` in DataLoader workers), measured in the same run.
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="DataLoader workers of the textbook pipeline")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--policies", action="store_true", help="also time the shared augment policies (crop_flip, moco, flip_rotate_jitter, randaug)")
     args = parser.parse_args(argv)
 
     root = args.root or real_subset_path()
@@ -86,6 +91,42 @@ def main(argv: list[str] | None = None) -> None:
     print(f"batch loader (tensor ops on {args.device}):      {fast_ips:12,.0f} images/s")
     print(f"textbook (PIL + DataLoader, {args.workers} workers): {slow_ips:12,.0f} images/s")
     print(f"ratio: {fast_ips / slow_ips:.1f}x")
+    if args.policies:
+        bench_policies(data, args)
+
+
+POLICIES = ("crop_flip", "moco", "flip_rotate_jitter", "randaug")
+
+
+def policy_loader(name: str, data: ImageSet, args):
+    """The loader ``augment=<name>`` trains with: batched, or per image in DataLoader workers."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    from cifar_shared.data.per_sample import _Torchvision, per_sample_loader, per_sample_transform
+
+    cfg = OmegaConf.to_container(OmegaConf.load(resources.files("cifar_shared.conf") / "augment" / f"{name}.yaml"))
+    policy = AugmentPolicy.from_config(cfg)
+    sampler = ShardedPermutation(len(data), seed=0)
+    if cfg.get("pipeline", "tensor") == "tensor":
+        loader = TensorBatchLoader(data.images, data.labels, args.batch_size, MEAN, STD, sampler, BatchAugment(policy), device=args.device)
+        return loader, f"tensor, batched on {args.device}"
+    transform = per_sample_transform(policy, MEAN, STD, data.images.shape[-1])
+    library = "torchvision v2" if isinstance(transform, _Torchvision) else "albumentations"
+    loader = per_sample_loader(data.images, data.labels, transform, args.batch_size, sampler, num_workers=args.workers)
+    return loader, f"per_sample: {library} per image, {args.workers} DataLoader workers"
+
+
+def bench_policies(data: ImageSet, args) -> None:
+    print(f"augment policies (same images, batch {args.batch_size}, {args.epochs} epochs after 1 warm-up, one run):")
+    results = {}
+    for name in POLICIES:
+        loader, how = policy_loader(name, data, args)
+        results[name] = images_per_second(loader, args.epochs)
+        print(f"  augment={name:<20} {results[name]:12,.0f} images/s  ({how})")
+    base = results["crop_flip"]
+    print("  relative to crop_flip: " + ", ".join(f"{n} {results[n] / base:.2f}x" for n in POLICIES[1:]))
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from cifar_shared.data.augment import AugmentPolicy, BatchAugment
 from cifar_shared.data.loader import ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.sources import ImageSet, load_source, split_train_val
 from cifar_shared.data.stats import channel_stats
+from cifar_shared.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,9 @@ class ImageDataModule(pl.LightningDataModule):
         self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
         self.policy = AugmentPolicy.from_config(self.augment_cfg)
         self.pipeline = self.augment_cfg.get("pipeline", "tensor")
+        if self.pipeline == "tensor" and self.policy.per_sample_only:
+            raise UserError("augment.num_ops > 0 (RandAugment) runs per image only: use augment.pipeline=per_sample "
+                            "(augment=randaug sets it)")
 
     @property
     def num_classes(self) -> int:
@@ -65,13 +69,13 @@ class ImageDataModule(pl.LightningDataModule):
     def train_dataloader(self):
         if self.pipeline == "tensor":
             return self._tensor_loader(self.train_set, train=True)
-        from cifar_shared.data.per_sample import albumentations_transform, per_sample_loader
+        from cifar_shared.data.per_sample import per_sample_loader, per_sample_transform
 
         _, rank, world = self._placement()
         size = self.train_set.images.shape[-1]
         return per_sample_loader(
             self.train_set.images, self.train_set.labels,
-            albumentations_transform(self.policy, self.mean, self.std, size, seed=self.seed + rank),
+            per_sample_transform(self.policy, self.mean, self.std, size, seed=self.seed + rank),
             self.batch_size, ShardedPermutation(len(self.train_set), self.seed, True, rank, world),
             num_workers=int(self.data_cfg.get("num_workers", 2)),
         )

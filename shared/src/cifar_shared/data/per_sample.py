@@ -1,7 +1,10 @@
-"""The per-sample path: one image at a time through albumentations, batched by a DataLoader.
+"""The per-sample path: one image at a time in DataLoader workers.
 
-Slower than ``TensorBatchLoader`` but it runs any albumentations pipeline; it yields the same batch
-contract (float32 N×3×H×W normalized, int64 labels) and uses the same ``ShardedPermutation``.
+Slower than ``TensorBatchLoader`` but it runs what cannot be batched faithfully (RandAugment) and
+any albumentations pipeline; it yields the same batch contract (float32 N×3×H×W normalized, int64
+labels) and uses the same ``ShardedPermutation``. ``per_sample_transform`` picks the library:
+albumentations for the policies it has always run (crop, flip, affine, cutout), torchvision v2 for
+a policy with any of the newer keys (RandAugment, rotate, colour jitter, grayscale, resized crop).
 """
 
 from __future__ import annotations
@@ -32,10 +35,70 @@ class ImageSetDataset(Dataset):
         return self.transform(self.images[i]), self.labels[i]
 
 
+ALBUMENTATIONS_KEYS = ("crop_padding", "flip", "cutout", "cutout_p", "affine")
+
+
+def per_sample_transform(policy: AugmentPolicy, mean: Sequence[float], std: Sequence[float], image_size: int = 32,
+                         seed: int | None = None):
+    """The policy as a per-image transform (HWC uint8 numpy -> normalized CHW float tensor)."""
+    default = AugmentPolicy()
+    newer = [f for f in AugmentPolicy.__dataclass_fields__ if f not in ALBUMENTATIONS_KEYS
+             and getattr(policy, f) != getattr(default, f)]
+    if newer:
+        return torchvision_transform(policy, mean, std, image_size)
+    return albumentations_transform(policy, mean, std, image_size, seed)
+
+
+class _Torchvision:
+    """Picklable (for worker processes) wrapper: numpy HWC uint8 -> CHW uint8 tensor -> ``compose``."""
+
+    def __init__(self, compose):
+        self.compose = compose
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.compose(torch.from_numpy(image).permute(2, 0, 1).contiguous())
+
+
+def torchvision_transform(policy: AugmentPolicy, mean: Sequence[float], std: Sequence[float], image_size: int = 32):
+    """The ``AugmentPolicy`` as torchvision v2 transforms on uint8 tensors, in the order the batched
+    path applies it: RandAugment, crop+flip, resized crop, affine, rotate, colour, normalize, cutout.
+    Randomness comes from torch's generator, which DataLoader seeds per worker from the run's seed."""
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms import v2 as T
+
+    bilinear = InterpolationMode.BILINEAR
+    ops: list = []
+    if policy.num_ops:
+        ops.append(T.RandAugment(num_ops=policy.num_ops, magnitude=policy.magnitude))
+    if policy.crop_padding:
+        ops.append(T.RandomCrop(image_size, padding=policy.crop_padding))
+    if policy.flip:
+        ops.append(T.RandomHorizontalFlip())
+    if policy.crop_scale is not None:
+        ops.append(T.RandomResizedCrop(image_size, scale=policy.crop_scale, ratio=policy.crop_ratio, interpolation=bilinear))
+    if policy.affine is not None:
+        a = policy.affine
+        ops.append(T.RandomApply([T.RandomAffine(degrees=a.degrees, translate=(a.translate, a.translate),
+                                                 scale=(1 - a.scale, 1 + a.scale), interpolation=bilinear)], p=a.p))
+    if policy.rotate:
+        ops.append(T.RandomRotation(policy.rotate, interpolation=bilinear))
+    if policy.color_jitter is not None:
+        j = policy.color_jitter
+        ops.append(T.RandomApply([T.ColorJitter(j.brightness, j.contrast, j.saturation, j.hue)], p=policy.color_jitter_p))
+    if policy.grayscale_p:
+        ops.append(T.RandomGrayscale(policy.grayscale_p))
+    ops += [T.ToDtype(torch.float32, scale=True), T.Normalize(mean=list(mean), std=list(std))]
+    if policy.cutout:
+        area = policy.cutout**2 / image_size**2  # one square hole of the given side, 0 = the mean
+        ops.append(T.RandomErasing(p=policy.cutout_p, scale=(area, area), ratio=(1.0, 1.0), value=0.0))
+    return _Torchvision(T.Compose(ops))
+
+
 def albumentations_transform(
     policy: AugmentPolicy, mean: Sequence[float], std: Sequence[float], image_size: int = 32, seed: int | None = None
 ):
-    """The ``AugmentPolicy`` as an albumentations pipeline (cutout filled with the dataset mean)."""
+    """The ``AugmentPolicy`` as an albumentations pipeline (cutout filled with the dataset mean); the
+    keys in ``ALBUMENTATIONS_KEYS`` only (``per_sample_transform`` sends the others to torchvision)."""
     try:
         import albumentations as A
         from albumentations.pytorch import ToTensorV2

@@ -97,11 +97,13 @@ def train_task(cfg: DictConfig):
 
 
 def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, argv: list[str] | None = None,
-        config_name: str = "train", choices: dict[str, tuple[str, ...]] | None = None) -> None:
+        config_name: str = "train", choices: dict[str, tuple[str, ...]] | None = None,
+        check: Callable[[DictConfig], None] | None = None) -> None:
     """Run ``task`` under Hydra with the package's config; user errors exit 2 with one line.
 
     ``choices``: the package's own closed sets of values (``{"model.stem": ("cifar", "imagenet")}``),
-    checked with the shared ones before anything heavy is imported.
+    checked with the shared ones before anything heavy is imported; ``check``: the package's own
+    rules across keys (raise ``UserError``), run on the same composed config(s) just after.
     """
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -112,7 +114,10 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
         try:
             multirun = any(a in ("-m", "--multirun") for a in argv)
             for overrides in checked_override_sets([a for a in argv if not a.startswith("-")], multirun):
-                check_config(compose_config(conf_package, overrides, config_name), choices)
+                composed = compose_config(conf_package, overrides, config_name)
+                check_config(composed, choices)
+                if check is not None:
+                    check(composed)
         except UserError as e:
             fail(str(e))
         except Exception as e:  # Hydra's parse/composition errors

@@ -33,6 +33,7 @@ _RULES = [
     ("epochs", "int", lambda v: v >= 1, "an integer >= 1"),
     ("trainer.max_epochs", "int", lambda v: v >= 1, "an integer >= 1"),
     ("batch_size", "int", lambda v: v >= 1, "an integer >= 1"),
+    ("trainer.accumulate_grad_batches", "int", lambda v: v >= 1, "an integer >= 1 (batches per optimizer step)"),
     ("lr", "number", lambda v: v > 0, "a number > 0"),
     ("optim.lr", "number", lambda v: v > 0, "a number > 0"),
     ("optim.weight_decay", "number", lambda v: v >= 0, "a number >= 0"),

@@ -117,30 +117,41 @@ def pick_lr(lrs: list[float], raw_losses: list[float], rule: str) -> tuple[float
 
 
 class record_batch_losses:
-    """Each training batch's raw loss during the sweep, in the order of Lightning's lr list.
+    """Each optimizer step's lr and loss during the sweep (the mean over its accumulated batches).
 
     Lightning swaps out the trainer's callbacks for the sweep, so this listens on the module's
-    own ``on_train_batch_end`` hook (an instance attribute, removed again on exit).
+    own hooks (instance attributes, removed again on exit). It counts optimizer steps itself:
+    Lightning's sweep keeps a point only when ``(batch_idx + 1) % accumulate_grad_batches == 0``,
+    which misses the step Lightning takes on an epoch's last, partial accumulation.
     """
 
     def __init__(self, module: pl.LightningModule):
-        self.module, self.losses = module, []
+        self.module, self.losses, self.lrs = module, [], []
 
-    def __enter__(self) -> list[float]:
-        module, losses, original = self.module, self.losses, self.module.on_train_batch_end
+    def __enter__(self) -> tuple[list[float], list[float]]:
+        module, losses, lrs = self.module, self.losses, self.lrs
+        original_end, original_step = module.on_train_batch_end, module.on_before_optimizer_step
+        pending: list[float] = []
+
+        def on_before_optimizer_step(optimizer):
+            lrs.append(float(optimizer.param_groups[0]["lr"]))  # the lr this step uses
+            return original_step(optimizer)
 
         def on_train_batch_end(outputs, batch, batch_idx):
-            trainer = module.trainer
-            if (trainer.fit_loop.batch_idx + 1) % trainer.accumulate_grad_batches == 0:  # one point per step
-                loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-                losses.append(float(loss) if loss is not None else float("nan"))
-            return original(outputs, batch, batch_idx)
+            loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+            pending.append(float(loss) if loss is not None else float("nan"))
+            if len(lrs) > len(losses):  # this batch ended with an optimizer step
+                losses.append(sum(pending) / len(pending))
+                pending.clear()
+            return original_end(outputs, batch, batch_idx)
 
         module.on_train_batch_end = on_train_batch_end
-        return losses
+        module.on_before_optimizer_step = on_before_optimizer_step
+        return lrs, losses
 
     def __exit__(self, *exc) -> None:
         del self.module.on_train_batch_end
+        del self.module.on_before_optimizer_step
 
 
 def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, plot_path: Path,
@@ -158,16 +169,16 @@ def find_lr(trainer: pl.Trainer, module: pl.LightningModule, datamodule, cfg, pl
     if not is_terminal():  # Lightning's sweep draws its own tqdm bar whatever the trainer says
         lightning_lr_finder.tqdm = functools.partial(bar, disable=True)
     try:
-        with record_batch_losses(module) as raw_losses:
-            finder = Tuner(trainer).lr_find(
+        with record_batch_losses(module) as (step_lrs, raw_losses):
+            Tuner(trainer).lr_find(
                 module, datamodule=datamodule, min_lr=cfg.min_lr, max_lr=cfg.max_lr,
                 num_training=cfg.num_steps, update_attr=False,
             )
     finally:
         trainer.fit_loop.max_epochs = max_epochs
         lightning_lr_finder.tqdm = bar
-    n = min(len(finder.results["lr"]), len(raw_losses))
-    lrs, raw = [float(x) for x in finder.results["lr"][:n]], raw_losses[:n]
+    n = min(len(step_lrs), len(raw_losses))
+    lrs, raw = step_lrs[:n], raw_losses[:n]
     suggestion, why = pick_lr(lrs, raw, rule)
     curve = smooth(raw)
     plot_sweep(lrs, raw, curve, suggestion, rule, plot_path)

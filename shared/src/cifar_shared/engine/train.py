@@ -27,6 +27,7 @@ from cifar_shared.data.datamodule import ImageDataModule
 from cifar_shared.engine.callbacks import RunRecorder
 from cifar_shared.engine.config import check_config
 from cifar_shared.engine.console import ConsoleFilter, FileFilter, is_terminal, quiet_libraries
+from cifar_shared.engine.model_stats import ModelStats, model_stats
 from cifar_shared.engine.module import ClassificationModule
 from cifar_shared.errors import UserError
 
@@ -45,8 +46,9 @@ def train(cfg: DictConfig) -> dict:
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
     module = build_module(cfg, dm.num_classes)
     net = module.net
-    log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
-             cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
+    stats = model_stats(net, dm.image_shape)
+    log.info("%s: %s; %d train / %d val / %d test images, %d classes",
+             cfg.get("name", "model"), stats.line(),
              len(dm.train_set), len(dm.val_set), len(dm.test_set), dm.num_classes)
 
     last = Path(cfg.checkpoint_dir) / "last.ckpt"
@@ -59,7 +61,7 @@ def train(cfg: DictConfig) -> dict:
         log.info("resuming from %s%s", resume, " (the LR finder ran when the run started; not again)" if lr_find else "")
     if rank_zero_only.rank == 0:
         save_config(cfg, out / "config.yaml")
-        write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
+        write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt", stats)
     recorder = RunRecorder(out / "metrics.json", dm.classes)
     if resume is None:  # on resume the checkpoint restores it (writing now would drop metrics.json's history)
         recorder.record("input", {"mean": dm.mean, "std": dm.std, "image_shape": list(dm.image_shape)})  # for cifar-eval/predict
@@ -122,14 +124,17 @@ def model_header(cfg: DictConfig, num_classes: int) -> str:
     return f"{cfg.get('name', 'model')}: {keys}{', ' if keys else ''}{num_classes} classes"
 
 
-def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, int, int], path: Path) -> str:
-    """torchinfo table of the network at one input image (layers, output shapes, parameter counts)."""
+def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, int, int], path: Path,
+                     stats: ModelStats | None = None) -> str:
+    """Parameters and FLOPs per image (``model_stats``), then torchinfo's table of the network at one
+    input image (layers, output shapes, parameter counts)."""
     from torchinfo import summary
 
+    stats = stats or model_stats(net, image_shape)
     with torch.random.fork_rng(devices=[]):  # its random input must not shift the run's random stream
         table = summary(net, input_size=(1, *image_shape), device="cpu", mode="eval", verbose=0, depth=3,
                         col_names=("input_size", "output_size", "num_params"))
-    text = f"{header}\n{table}\n"
+    text = f"{header}\n{stats.line()}\n{table}\n"
     path.write_text(text)
     return text
 

@@ -1,0 +1,1 @@
+"""cifar-perceiver: a Perceiver with Fourier features (perceiver-pytorch) on the shared training core."""
