@@ -50,6 +50,7 @@ def train(cfg: DictConfig) -> dict:
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         label_smoothing=cfg.get("label_smoothing", 0.0),
         channels_last=cfg.get("channels_last", False),
+        loss_hook=instantiate(cfg.loss_hook) if cfg.get("loss_hook") else None,
     )
     log.info("%s: %s parameters, %d train / %d val / %d test images, %d classes",
              cfg.get("name", "model"), f"{sum(p.numel() for p in net.parameters()):,}",
