@@ -7,13 +7,14 @@ import nox
 
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "shared", "basiccnn", "resnet"]
+nox.options.sessions = ["lint", "shared", "basiccnn", "resnet", "qvit"]
 
 # session name -> (workspace package, extras, test folder)
 PACKAGES = {
     "shared": ("cifar-shared", ["albumentations"], "shared/tests"),
     "basiccnn": ("cifar-basiccnn", [], "packages/cifar-basiccnn/tests"),
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
+    "qvit": ("cifar-qvit", [], "packages/cifar-qvit/tests"),
 }
 
 

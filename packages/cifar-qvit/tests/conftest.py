@@ -30,7 +30,7 @@ def small_config():
 @pytest.fixture(scope="session")
 def fp_run(tmp_path_factory):
     """A finished full-precision run folder (the teacher/init of the QAT tests)."""
-    from cifar_shared.engine.train import train
+    from cifar_qvit.cli import train_qvit as train
 
     out = tmp_path_factory.mktemp("fp")
     test = train(shrunk_config(out, "model.nbits_w=32", "model.nbits_a=32", "epochs=2"))

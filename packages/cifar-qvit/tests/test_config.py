@@ -26,3 +26,13 @@ def test_package_is_registered_for_shared_tools():
     from cifar_shared.registry import installed_packages
 
     assert compose_config(installed_packages()["qvit"], []).name == "qvit"
+
+
+def test_default_loggers_are_wandb_offline_and_tensorboard(tmp_path, monkeypatch):
+    from cifar_shared.engine.train import build_loggers
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    cfg = compose_config("cifar_qvit.conf", [f"output_dir={tmp_path}", "logger.wandb.project=myproj"])
+    loggers = {type(lg).__name__: lg for lg in build_loggers(cfg)}
+    assert set(loggers) == {"TensorBoardLogger", "WandbLogger"}
+    assert loggers["WandbLogger"]._offline is True and loggers["WandbLogger"]._project == "myproj"

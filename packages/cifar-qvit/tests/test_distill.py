@@ -57,3 +57,21 @@ def test_distance_sums_layers_and_heads():
     b = [(torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)) for _ in range(2)]
     one = dgd_distance(a[:1], b[:1])
     assert torch.allclose(dgd_distance(a, b), one + dgd_distance(a[1:], b[1:]))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_with_dgd():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    fp = QViT(10, pretrained=None, size="tiny", nbits_w=32, nbits_a=32)
+    state = {f"hf.{k}": v.clone() for k, v in fp.hf.state_dict().items()}
+    grads = []
+    for checkpointing in (False, True):
+        torch.manual_seed(1)
+        net = QViT(10, pretrained=None, size="tiny", gradient_checkpointing=checkpointing).train()
+        net.hf.load_state_dict(fp.hf.state_dict(), strict=False)
+        net.hf.vit.embeddings.dropout.p = 0.0
+        logits = net(x)
+        loss = logits.logsumexp(1).mean() + _hook(state)(_Module(net), x, None, logits)["dgd"]
+        loss.backward()
+        grads.append(net.hf.vit.layers[0].attention.q_proj.weight.grad.clone())
+    assert torch.allclose(grads[0], grads[1], atol=1e-6)

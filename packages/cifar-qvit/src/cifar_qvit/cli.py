@@ -38,10 +38,19 @@ def check_qvit(cfg: DictConfig) -> None:
 
 
 def train_qvit(cfg: DictConfig) -> dict:
+    """The shared ``train``; a UserError raised while Hydra instantiates the model or the loss
+    hook (no weights offline, a bad init_from/teacher run) arrives wrapped: unwrap it."""
+    from hydra.errors import InstantiationException
+
     from cifar_shared.engine.train import train
 
     check_qvit(cfg)
-    return train(cfg)
+    try:
+        return train(cfg)
+    except InstantiationException as e:
+        if isinstance(e.__cause__, UserError):
+            raise e.__cause__ from None
+        raise
 
 
 def translate(argv: list[str]) -> list[str]:
