@@ -25,6 +25,7 @@ PACKAGES = {
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
     "debugcnn": ("cifar-debugcnn", [], "packages/cifar-debugcnn/tests"),
     "perceiver": ("cifar-perceiver", [], "packages/cifar-perceiver/tests"),
+    "qvit": ("cifar-qvit", [], "packages/cifar-qvit/tests"),
 }
 nox.options.sessions = ["lint", *PACKAGES]
 

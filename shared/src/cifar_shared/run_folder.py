@@ -99,7 +99,7 @@ class RunFolder:
         if num_classes is None:
             num_classes = int(state["test_confusion.confmat"].shape[0])
         try:
-            module = build_module(self.cfg, num_classes, compile=False)
+            module = build_module(self.cfg, num_classes, compile=False, training=False)
         except ImportError as e:
             raise UserError(f"the run's model ({self.cfg.model.get('_target_')}) cannot be imported ({e}): install its package ({self.package})") from None
         except Exception as e:

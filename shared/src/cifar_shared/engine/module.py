@@ -15,7 +15,14 @@ from cifar_shared.engine.metrics import classification_metrics
 
 
 class ClassificationModule(pl.LightningModule):
-    """Cross-entropy classifier; optimizer and scheduler come in as factories built from config."""
+    """Cross-entropy classifier; optimizer and scheduler come in as factories built from config.
+
+    ``loss_hook`` (config key ``loss_hook``, default null) is the seam for packages that change the
+    training objective (distillation, regularisers): ``loss_hook(module, x, y, logits)`` returns
+    ``{name: scalar tensor}``, added to the cross-entropy in training steps only and logged as
+    ``train/loss_<name>``; ``train/loss`` is the total. An ``nn.Module`` hook becomes a submodule
+    (moves with the model, and its own parameters and buffers are trained and checkpointed).
+    """
 
     def __init__(
         self,
@@ -25,12 +32,14 @@ class ClassificationModule(pl.LightningModule):
         scheduler: Callable[..., dict] | None = None,
         label_smoothing: float = 0.0,
         channels_last: bool = False,
+        loss_hook: Callable[..., dict[str, torch.Tensor]] | None = None,
     ):
         super().__init__()
         self.net = net.to(memory_format=torch.channels_last) if channels_last else net
         self.num_classes = num_classes
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.label_smoothing = label_smoothing
+        self.loss_hook = loss_hook
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
@@ -46,6 +55,10 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y, label_smoothing=smoothing)
+        if split == "train" and self.loss_hook is not None:
+            for name, term in self.loss_hook(self, x, y, logits).items():
+                self.log(f"train/loss_{name}", term.detach(), on_step=False, on_epoch=True, batch_size=y.shape[0])
+                loss = loss + term
         loss_metric.update(loss.detach(), weight=y.shape[0])
         metrics.update(logits.detach(), y)
         self.log(f"{split}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=y.shape[0])

@@ -92,9 +92,10 @@ def train(cfg: DictConfig) -> dict:
     return test
 
 
-def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None) -> ClassificationModule:
+def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None, training: bool = True) -> ClassificationModule:
     """The network (``cfg.model``) in the shared module, as training builds it; the run-folder
-    commands (cifar-eval, cifar-predict, cifar-export-model) build theirs here too."""
+    commands (cifar-eval, cifar-predict, cifar-export-model) build theirs here too, without the
+    loss hook (``training=False``: a distillation teacher is not needed to predict)."""
     net = instantiate(cfg.model, num_classes=num_classes)
     if cfg.get("compile", False) if compile is None else compile:
         net = torch.compile(net)
@@ -104,6 +105,7 @@ def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None)
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         label_smoothing=cfg.get("label_smoothing", 0.0),
         channels_last=cfg.get("channels_last", False),
+        loss_hook=instantiate(cfg.loss_hook) if training and cfg.get("loss_hook") else None,
     )
 
 

@@ -1,0 +1,98 @@
+"""Q-ViT's attention: IRM + per-head quantized queries/keys and quantized attention probabilities.
+
+Registered with transformers as the attention function ``"qvit"`` (its ``AttentionInterface``),
+so ViT's own attention module keeps its projections and calls this for the
+softmax(q kᵀ) v part. A module's extra parameters live in ``module.qvit`` (a ``QAttention``); a
+module without one runs plain eager attention. ``module.capture_qk = True`` keeps the (rectified,
+quantized) queries and keys of the last call in ``module.captured_qk`` for distillation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cifar_qvit.quant import LsqPlusAct, is_quantized
+
+NAME = "qvit"
+
+
+class IRM(nn.Module):
+    """Information rectification: per-head (x - mean + beta) / (gamma * std), mean/std over each
+    head's tokens and channels. beta/gamma are set from the first training batch so that the
+    module starts as the identity on it; training then moves them (Q-ViT, Sec. 3.2)."""
+
+    def __init__(self, heads: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.beta = nn.Parameter(torch.zeros(heads))
+        self.gamma = nn.Parameter(torch.ones(heads))
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, N, D)
+        mean = x.mean((2, 3), keepdim=True)
+        std = (x.var((2, 3), keepdim=True, unbiased=False) + self.eps).sqrt()
+        if not bool(self.initialized) and self.training:
+            with torch.no_grad():
+                self.beta.copy_(mean.mean((0, 2, 3)).reshape(-1))
+                self.gamma.copy_(1.0 / std.mean((0, 2, 3)).reshape(-1))
+                self.initialized.fill_(True)
+        beta, gamma = self.beta.view(1, -1, 1, 1), self.gamma.view(1, -1, 1, 1)
+        return (x - mean + beta) / (gamma * std)
+
+
+class QAttention(nn.Module):
+    """The per-head parts of one attention module: IRM on q/k, then LSQ+ on q, k and probabilities."""
+
+    def __init__(self, heads: int, bits: int, irm: bool = True):
+        super().__init__()
+        self.irm_q, self.irm_k = (IRM(heads), IRM(heads)) if irm else (None, None)
+        quant = is_quantized(bits)
+        self.q_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
+        self.k_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
+        self.p_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
+
+    def queries_keys(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.irm_q is not None:
+            q, k = self.irm_q(q), self.irm_k(k)
+        if self.q_quant is not None:
+            q, k = self.q_quant(q), self.k_quant(k)
+        return q, k
+
+    def probabilities(self, p: torch.Tensor) -> torch.Tensor:
+        return self.p_quant(p) if self.p_quant is not None else p
+
+
+def qvit_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                   attention_mask: torch.Tensor | None, scaling: float | None = None, dropout: float = 0.0, **kwargs):
+    """Eager attention with Q-ViT's hooks; same signature and outputs as transformers' eager one."""
+    extra: QAttention | None = getattr(module, "qvit", None)
+    if extra is not None:
+        query, key = extra.queries_keys(query, key)
+    if getattr(module, "capture_qk", False):
+        module.captured_qk = (query, key)
+    scaling = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    if attention_mask is not None:
+        scores = scores + attention_mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    if extra is not None:
+        probs = extra.probabilities(probs)
+    probs = nn.functional.dropout(probs, p=dropout, training=module.training)
+    out = torch.matmul(probs, value).transpose(1, 2).contiguous()
+    return out, probs
+
+
+def register() -> str:
+    """Make ``attn_implementation="qvit"`` known to transformers (idempotent)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import (
+        ALL_MASK_ATTENTION_FUNCTIONS,
+        AttentionMaskInterface,
+        eager_mask,
+    )
+
+    AttentionInterface.register(NAME, qvit_attention)
+    if NAME not in ALL_MASK_ATTENTION_FUNCTIONS:
+        AttentionMaskInterface.register(NAME, eager_mask)
+    return NAME

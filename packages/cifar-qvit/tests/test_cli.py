@@ -1,0 +1,51 @@
+"""The commands as a user runs them: exit codes and one-line errors."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+
+
+def cli(*args: str, tool: str = "qvit-train", env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / tool), *args], capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    for needle in needles:
+        assert needle in lines[0]
+
+
+def test_help():
+    assert cli("--help").returncode == 0
+
+
+def test_no_network_and_no_weights_is_one_line(tmp_path):
+    empty = tmp_path / "hf"
+    empty.mkdir()
+    result = cli("data=synthetic", "logger=tensorboard", f"output_dir={tmp_path / 'run'}",
+                 env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(empty)})
+    assert_one_line_error(result, "cannot load ViT weights 'google/vit-large-patch16-224'", "model.pretrained=DIR", "model.size=tiny")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_bad_bits_and_class_count_and_size():
+    assert_one_line_error(cli("model.nbits_w=1"), "model.nbits_w=1 is invalid")
+    assert_one_line_error(cli("model.num_classes=100"), "model.num_classes=100 but data=cifar10 has 10 classes")
+    assert_one_line_error(cli("model.size=huge"), "model.size='huge' is invalid", "tiny")
+
+
+def test_original_keys_compose():
+    result = cli("--cfg", "job", "model.nbits_w=8", "model.num_classes=100", "data=cifar100", "logger.project=myproj",
+                 "trainer.devices=-1", "trainer.accelerator=gpu")
+    assert result.returncode == 0, result.stderr
+    assert "nbits_w: 8" in result.stdout and "project: myproj" in result.stdout and "devices: -1" in result.stdout
+
+
+def test_export_of_a_missing_run(tmp_path):
+    assert_one_line_error(cli(str(tmp_path), tool="qvit-export"), "config.yaml does not exist")

@@ -1,0 +1,51 @@
+"""The ViT wrapper: layers found by role, FP equivalence with transformers' own attention, resizing."""
+
+import pytest
+import torch
+
+from cifar_qvit.model import QViT, build_hf
+from cifar_shared import UserError
+
+
+def test_roles_cover_the_architecture():
+    net = QViT(10, pretrained=None, size="tiny")
+    roles = [entry.split("[")[1].split()[0] for entry in net.quantized]
+    blocks = net.hf.config.num_hidden_layers
+    assert len(roles) == 6 * blocks + 2
+    for role in ("query", "key", "value", "attn_out", "mlp_fc1", "mlp_fc2"):
+        assert roles.count(role) == blocks
+    assert roles.count("patch_embed") == 1 and roles.count("classifier") == 1
+    assert len(net.attention_modules()) == blocks and all(hasattr(m, "qvit") for m in net.attention_modules())
+
+
+def test_full_precision_equals_transformers_eager_attention():
+    torch.manual_seed(0)
+    net = QViT(10, pretrained=None, size="tiny", nbits_w=32, nbits_a=32).eval()
+    assert net.quantized == [] and not any(hasattr(m, "qvit") for m in net.attention_modules())
+    eager = build_hf(None, "tiny", 10)
+    eager.config._attn_implementation = "eager"
+    eager.load_state_dict(net.hf.state_dict())
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(net(x), eager.eval()(pixel_values=x).logits, atol=1e-5)
+
+
+def test_layer_bits_preset_and_full_precision_layers():
+    net = QViT(10, pretrained=None, size="tiny", layer_bits={"patch_embed": {"w": 8, "a": 8}, "classifier": {"w": 8, "a": 8}, "*.mlp.fc2": {"w": 32, "a": 32}})
+    text = " ".join(net.quantized)
+    assert "projection[patch_embed W8A8]" in text and "classifier[classifier W8A8]" in text
+    assert "fc2" not in text and len(net.quantized) == 5 * 4 + 2
+
+
+def test_unknown_layer_role_is_a_user_error():
+    with pytest.raises(UserError, match="model.layer_bits.head is not a layer role"):
+        QViT(10, pretrained=None, size="tiny", layer_bits={"head": {"w": 8}})
+
+
+def test_images_are_resized_to_the_model_input(monkeypatch):
+    net = QViT(10, pretrained=None, size="tiny", nbits_w=32, nbits_a=32).eval()
+    seen = []
+    net.hf.vit.embeddings.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape))
+    with torch.no_grad():
+        net(torch.randn(2, 3, 24, 24))
+    assert seen[0][-2:] == (32, 32)

@@ -1,0 +1,98 @@
+"""The workflow through the shared engine: FP run -> QAT from it (DGD teacher) -> export."""
+
+import json
+import re
+
+import pytest
+import torch
+
+from cifar_qvit.cli import train_qvit as train
+from cifar_shared import UserError
+
+
+def train_losses(out) -> dict[int, float]:
+    """Per-epoch training loss from train.log (metrics.json's history is restored from the best
+    checkpoint by the test step, so it can stop at the best epoch: see docs/cifar-qvit.md)."""
+    found = re.findall(r"epoch (\d+)/\d+ .*?train loss ([\d.]+)", (out / "train.log").read_text())
+    return {int(e): float(v) for e, v in found}
+
+
+def test_fp_run_learns(fp_run):
+    out, test = fp_run
+    losses = train_losses(out)
+    assert sorted(losses) == [1, 2] and losses[2] < losses[1]
+    assert test["acc"] > 0.2  # 10 classes: chance is 0.1
+    assert "quantized" not in (out / "train.log").read_text()
+
+
+@pytest.fixture(scope="module")
+def qat_run(fp_run, tmp_path_factory, small_config):
+    fp, _ = fp_run
+    out = tmp_path_factory.mktemp("qat")
+    return out, train(small_config(out, f"model.init_from={fp}", "loss_hook=dgd", "loss_hook.kd_weight=1.0"))
+
+
+def test_qat_starts_from_the_fp_run_and_distills(fp_run, qat_run):
+    fp, _ = fp_run
+    out, test = qat_run
+    log = (out / "train.log").read_text()
+    assert f"weights from {fp}" in log and "quantized 26 layers (4 blocks x 6 + patch embedding + classifier = 26)" in log
+    row = json.loads((out / "metrics.json").read_text())["history"][0]
+    assert row["train/loss_dgd"] > 0 and row["train/loss_kd"] >= 0
+    assert test["acc"] > 0.2
+    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=False)["state_dict"]
+    fp_state = torch.load(next((fp / "checkpoints").glob("best-*.ckpt")), weights_only=False)["state_dict"]
+    assert not any("loss_hook" in k or "teacher" in k for k in state)  # the teacher lives in the FP run
+    assert set(fp_state) < set(state)  # the same float weights plus the quantizers' parameters
+
+
+def test_qat_resumes_with_the_teacher_rebuilt(fp_run, qat_run, small_config):
+    fp, _ = fp_run
+    out, _ = qat_run
+    train(small_config(out, f"model.init_from={fp}", "loss_hook=dgd", "loss_hook.kd_weight=1.0", "epochs=2"))
+    assert sorted(train_losses(out)) == [1, 2]
+    assert "resuming from" in (out / "train.log").read_text()
+
+
+def test_export_reloads_to_identical_predictions(qat_run, capsys):
+    from cifar_qvit.export import export_run, load_export, load_run
+
+    out, _ = qat_run
+    path = export_run(out, check=True)
+    printed = capsys.readouterr().out
+    assert "64/64 predictions of the reloaded export equal" in printed and "x smaller" in printed
+    net, _ = load_run(out)
+    again = load_export(path)
+    x = torch.randn(16, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), again(x))
+    assert path.stat().st_size < sum(p.numel() for p in net.parameters()) * 4 / 3
+
+
+def test_dgd_without_a_teacher_run_is_a_user_error(tmp_path, small_config):
+    with pytest.raises(UserError, match="loss_hook=dgd needs a teacher: set model.init_from"):
+        train(small_config(tmp_path, "loss_hook=dgd"))
+    with pytest.raises(UserError, match="no best-"):
+        train(small_config(tmp_path / "b", f"model.init_from={tmp_path}"))
+
+
+def test_init_from_a_run_with_another_class_count(fp_run, tmp_path, small_config):
+    fp, _ = fp_run
+    with pytest.raises(UserError, match="10-class head but the data has 5 classes"):
+        train(small_config(tmp_path, f"model.init_from={fp}", "data.num_classes=5"))
+
+
+def test_save_pretrained_vit_with_1000_classes_trains_head_replaced(tmp_path, small_config):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    from cifar_qvit.model import SIZES
+
+    ViTForImageClassification(ViTConfig(**{**SIZES["tiny"], "num_hidden_layers": 2}, num_labels=1000)).save_pretrained(tmp_path / "vit")
+    out = tmp_path / "run"
+    test = train(small_config(out, f"model.pretrained={tmp_path / 'vit'}", "bits=qvit"))
+    log = (out / "train.log").read_text()
+    line = next(ln for ln in log.splitlines() if "quantized " in ln)
+    assert "quantized 14 layers (2 blocks x 6 + patch embedding + classifier = 14)" in line
+    assert line.count("[") == 14 and "classifier[classifier W8A8]" in line and "projection[patch_embed W8A8]" in line
+    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=False)["state_dict"]
+    assert state["net.hf.classifier.weight"].shape[0] == 10 and 0 <= test["acc"] <= 1
