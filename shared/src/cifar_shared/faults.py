@@ -3,10 +3,11 @@
 Used by the fault-injection tests (``cifar_shared.testing_faults``) and by hand::
 
     python -m cifar_shared.faults cli OUT_ROOT basiccnn-train data=cifar10 ... epochs=4 \\
-        --kills batch:20,ckpt_write:3,val_batch:5,batch:75,sigint:90
+        --kills kill@40,ckpt_write:2,val_batch:5,int@30,batch:120
 
 runs the command once unbroken into OUT_ROOT/unbroken, then once into OUT_ROOT/broken where each
-``--kills`` entry is one attempt that dies there (``CIFAR_FAULT``, see ``engine.resilience``),
+``--kills`` entry is one attempt that dies there (``CIFAR_FAULT``, see ``engine.resilience``, or
+a signal from outside after some seconds, ``kill@S`` / ``int@S`` / ``term@S``),
 then one clean attempt to finish, and prints whether the two ``metrics.json`` are equal.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,7 +37,19 @@ def load(run_dir: Path) -> dict:
 
 
 def attempt(cmd: list[str], fault: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+    """One run. ``fault``: a ``CIFAR_FAULT`` spec (the process kills itself there), or
+    ``int@SECONDS`` / ``term@SECONDS`` / ``kill@SECONDS``: that signal from outside after SECONDS."""
     env = {k: v for k, v in os.environ.items() if k != "CIFAR_FAULT"}
+    if fault and "@" in fault:
+        name, after = fault.split("@")
+        sig = {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL}[name]
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = proc.communicate(timeout=float(after))
+        except subprocess.TimeoutExpired:
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if fault:
         env["CIFAR_FAULT"] = fault
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -181,6 +181,9 @@ def _decode_folder(root: Path, image_size: int) -> ImageSet:
     files = [(f, i) for i, c in enumerate(classes) for f in sorted((root / c).iterdir()) if f.suffix.lower() in _IMAGE_SUFFIXES]
     if not files:
         raise UserError(f"image folder {root} has no images: it needs one subfolder per class holding .png/.jpg files")
+    empty = [c for i, c in enumerate(classes) if not any(label == i for _, label in files)]
+    if empty:  # a class no image teaches would still be predicted as an option and counted in macro metrics
+        raise UserError(f"class folder {root / empty[0]} has no images: add some, or remove the folder")
     images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for k, (path, _) in enumerate(files):
         try:

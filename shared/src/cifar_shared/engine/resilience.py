@@ -202,6 +202,8 @@ class RunGuard(pl.Callback):
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         bad = nonfinite_weights(pl_module)
         if bad:  # raised before the checkpoint is written: the last good one stays
+            if self.recorder is not None:
+                self.recorder.record("stopped", {"reason": "non-finite weights", "tensor": bad[0], "epoch": trainer.current_epoch + 1})
             raise UserError(f"the model's weights are not finite ({bad[0]}) at epoch {trainer.current_epoch + 1}: not saving it; "
                             "the run diverged: lower lr or set trainer.gradient_clip_val=1.0")
         state = {"name": self.run_name, "rng": rng_states(), "mid_epoch": self._mid_epoch}
@@ -253,13 +255,14 @@ class RunGuard(pl.Callback):
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         if torch.isfinite(loss).all():
             return
+        loss = loss.detach()
         epoch, step = trainer.current_epoch + 1, trainer.fit_loop.epoch_loop.batch_progress.current.ready
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         if self.recorder is not None:
             self.recorder.record("stopped", {"reason": "non-finite loss", "loss": str(float(loss)), "epoch": epoch, "step": step, "lr": lr})
         raise UserError(f"loss is {float(loss)} at epoch {epoch} step {step} (lr {lr:.3g}): the run diverged and stopped; "
                         f"try a lower lr (e.g. lr={lr / 10:.3g}), a warm-up (scheduler=cosine) or trainer.gradient_clip_val=1.0; "
-                        "checkpoints/ keeps the last good model")
+                        "no checkpoint holds the diverged model")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         fault("batch", trainer.global_step)

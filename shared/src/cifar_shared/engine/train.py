@@ -37,8 +37,10 @@ def train(cfg: DictConfig) -> dict:
     """Train, test and return the test metrics; the run folder is ``cfg.output_dir``."""
     check_config(cfg)
     out = Path(cfg.output_dir)
-    check_output_dir(out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"output_dir {out} cannot be created ({e.strerror or type(e).__name__}): set output_dir=PATH to a writable folder") from None
     setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -140,6 +142,7 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None
         save_last=True,
         save_top_k=1,
         save_on_train_epoch_end=True,
+        enable_version_counter=False,  # last.ckpt is always the file a rerun resumes from, never last-v1.ckpt
     ))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
@@ -174,17 +177,6 @@ def resolve_precision(precision, accelerator: str):
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return "32-true"
-
-
-def check_output_dir(out: Path) -> None:
-    """An output_dir that is a file, or under a file, or where folders cannot be made: one line."""
-    for p in (out, *out.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise UserError(f"output_dir {out} cannot be created: {p} is a file; set output_dir=PATH to a folder")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise UserError(f"output_dir {out} cannot be created: no write permission in {p}; set output_dir=PATH elsewhere")
-            return
 
 
 def check_checkpoint(path: Path, module: pl.LightningModule, name: str | None = None) -> None:
