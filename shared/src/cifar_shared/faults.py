@@ -105,10 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     base = [*cmd, "trainer.enable_progress_bar=false"]
     first = attempt([*base, f"output_dir={args.out_root / 'unbroken'}"])
-    print(f"unbroken: exit {first.returncode}")
+    print(f"unbroken: exit {first.returncode}", flush=True)
     for k, res in zip([*kills, "(clean rerun)"], broken_run([*base, f"output_dir={args.out_root / 'broken'}"], kills)):
         last = (res.stderr.strip().splitlines() or [""])[-1]
-        print(f"broken, {k}: exit {res.returncode}  {last[:160]}")
+        print(f"broken, {k}: exit {res.returncode}  {last[:160]}", flush=True)
     a, b = comparable(load(args.out_root / "unbroken")), comparable(load(args.out_root / "broken"))
     print(f"history rows: unbroken {len(a['history'])}, broken {len(b['history'])}")
     print(f"test acc/loss: unbroken {a['test']['acc']:.6f}/{a['test']['loss']:.6f}, broken {b['test']['acc']:.6f}/{b['test']['loss']:.6f}")

@@ -125,6 +125,9 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
             return task(cfg)
         except UserError as e:
             fail(str(e))
+        except KeyboardInterrupt:  # before training starts (training itself saves and exits 130)
+            print("interrupted before training started; run the same command to start again", file=sys.stderr)
+            sys.exit(130)
 
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(resources.files(conf_package)), config_name=config_name, version_base="1.3")(job)()
