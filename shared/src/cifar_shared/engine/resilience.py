@@ -271,14 +271,20 @@ class RunGuard(pl.Callback):
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch-end checkpoint follows validation; a signal exits at the next epoch start
         due = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
-        if (due or self.signum is not None) and self._resumable(trainer):
+        signalled = self.signum is not None
+        if trainer.world_size > 1:  # saving is collective: every rank must decide alike, at the same batch
+            due = trainer.strategy.broadcast(due, src=0)
+            signalled = trainer.strategy.reduce_boolean_decision(signalled, all=False)
+            if signalled and self.signum is None:
+                self.signum = signal.SIGTERM
+        if (due or signalled) and self._resumable(trainer):
             self._mid_epoch = True
             try:
                 trainer.save_checkpoint(self.last)
             finally:
                 self._mid_epoch = False
             self._last_save = time.monotonic()
-        if self.signum is not None:
+        if signalled:
             self.exit_interrupted(trainer.current_epoch + 1, batch_idx + 1)
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
