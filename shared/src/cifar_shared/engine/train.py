@@ -70,7 +70,7 @@ def train(cfg: DictConfig) -> dict:
     if rank_zero_only.rank == 0:
         save_config(cfg, out / "config.yaml")
         write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt")
-    for stale in Path(cfg.checkpoint_dir).glob(".*.partial"):  # a write a kill cut short; the file it was replacing is intact
+    for stale in [*Path(cfg.checkpoint_dir).glob(".*.partial"), *out.glob(".*.partial")]:  # a write a kill cut short; the file it was replacing is intact
         stale.unlink()
     recorder = RunRecorder(out / "metrics.json", dm.classes)
     ckpt_cfg = (cfg.get("callbacks") or {}).get("checkpoint") or {}
