@@ -165,3 +165,38 @@ def test_stats_command_prints_config_lines(capsys, cifar10_root):
     stats_main(["--data", "cifar10", "--root", str(cifar10_root)])
     out = capsys.readouterr().out
     assert out.count("mean: [") == 1 and out.count("std: [") == 1
+
+
+def test_empty_class_folder_is_a_user_error(tmp_path):
+    _write_folder(tmp_path / "imgs")
+    (tmp_path / "imgs" / "empty_class").mkdir()
+    with pytest.raises(UserError, match="class folder .*empty_class has no images: add some, or remove the folder"):
+        load_image_folder(tmp_path / "imgs", 32, None)
+
+
+def test_mixed_sizes_and_modes_are_converted_to_rgb_at_image_size(tmp_path):
+    """Decision: convert (RGB) and resize (bilinear) rather than refuse; a folder of phone photos
+    and PNG icons is normal input. Grey stays grey, transparency is dropped."""
+    root = tmp_path / "imgs"
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+    Image.new("L", (40, 30), 200).save(root / "a" / "grey.png")
+    Image.new("RGBA", (32, 32), (10, 20, 30, 0)).save(root / "a" / "alpha.png")
+    Image.new("P", (64, 64), 3).save(root / "b" / "palette.png")
+    Image.new("RGB", (17, 50), (255, 0, 0)).save(root / "b" / "red.jpg")
+    data = load_image_folder(root, 32, None)
+    assert data.images.shape == (4, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.images[0].unique().tolist() == [10, 20, 30] or data.images[0][:, 5, 5].tolist() == [10, 20, 30]
+    assert data.images[1][:, 5, 5].tolist() == [200, 200, 200]
+    assert data.images[3][0].float().mean() > 240 and data.images[3][1:].float().mean() < 15
+
+
+def test_labels_outside_the_classes_are_a_user_error(cifar10_root):
+    batch_file = cifar10_root / "cifar-10-batches-py" / "data_batch_2"
+    with open(batch_file, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    batch["labels"][0] = 10  # ten classes: 0..9
+    with open(batch_file, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    with pytest.raises(UserError, match="has labels outside 0..9: the files are corrupt"):
+        load_cifar("cifar10", cifar10_root, download=False)

@@ -95,3 +95,11 @@ def test_multirun_sweep_gets_one_run_folder_per_job(tmp_path):
 def test_bad_value_in_a_sweep_fails_before_the_first_job(tmp_path):
     assert_one_line_error(cli("-m", *FAST, "seed=1,abc", f"output_dir={tmp_path}"), "seed='abc' is invalid")
     assert not (tmp_path / "0").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "under_file"])
+def test_output_dir_that_is_a_file(tmp_path, where):
+    (tmp_path / "f").write_text("keep")
+    out = tmp_path / "f" if where == "file" else tmp_path / "f" / "run"
+    assert_one_line_error(cli(*FAST, f"output_dir={out}"), f"output_dir {out}")
+    assert (tmp_path / "f").read_text() == "keep" and sorted(p.name for p in tmp_path.iterdir()) == ["f"]

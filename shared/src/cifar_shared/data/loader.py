@@ -76,6 +76,18 @@ class TensorBatchLoader:
         self.scale = (1 / (255 * torch.tensor(std))).view(1, -1, 1, 1).to(self.device)
         self.shift = (-torch.tensor(mean) / torch.tensor(std)).view(1, -1, 1, 1).to(self.device)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.position = 0  # batches handed out in the current pass
+        self._resume_at: tuple[int, int] | None = None  # (epoch, batch) a checkpoint asked to start from
+
+    def state_dict(self) -> dict:
+        """Where the epoch stands; Lightning saves it in mid-epoch checkpoints (the permutation and
+        the augmentation draws are functions of (seed, epoch), so the position is all it needs)."""
+        return {"epoch": self.sampler.epoch, "batch": self.position, "seed": self.sampler.seed, "size": self.sampler.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        if (state.get("seed"), state.get("size")) != (self.sampler.seed, self.sampler.size):
+            raise ValueError(f"loader state from another data/seed ({state}); cannot resume mid-epoch")
+        self._resume_at = (int(state["epoch"]), int(state["batch"]))
 
     def __len__(self) -> int:
         n = len(self.sampler)
@@ -85,12 +97,17 @@ class TensorBatchLoader:
         s = self.sampler
         g = torch.Generator(device=self.device).manual_seed((s.seed + 1) * 1_000_003 + s.epoch * 7919 + s.rank)
         order = s.indices().to(self.device)
+        skip, self._resume_at = (self._resume_at[1] if self._resume_at and self._resume_at[0] == s.epoch else 0), None
+        self.position = 0
         for start in range(0, len(self) * self.batch_size, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.images[idx]
             if self.augment is None:
                 x = torch.addcmul(self.shift, x.float(), self.scale)
-            else:
+            else:  # skipped batches are augmented too: that advances ``g`` exactly as the first pass did
                 x = self.augment.on_float(self.augment.on_uint8(x, g).float(), g)
                 x = self.augment.on_normalized(torch.addcmul(self.shift, x, self.scale), g)
+            self.position += 1
+            if self.position <= skip:
+                continue
             yield x.contiguous(memory_format=self.memory_format), self.labels[idx]

@@ -172,7 +172,7 @@ def load_cifar(name: str, root: str | Path, download: bool = True) -> tuple[Imag
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 
 
-def _decode_folder(root: Path, image_size: int) -> ImageSet:
+def _decode_folder(root: Path, image_size: int, allow_empty_classes: bool = False) -> ImageSet:
     from PIL import Image, UnidentifiedImageError
 
     if not root.is_dir():
@@ -183,6 +183,9 @@ def _decode_folder(root: Path, image_size: int) -> ImageSet:
         raise UserError(f"image folder {root} has no images: it needs one subfolder per class holding .png/.jpg files")
     if len(classes) < 2:
         raise UserError(f"image folder {root} has only the class folder '{classes[0]}': a classifier needs at least 2 class folders, one per class")
+    empty = [c for i, c in enumerate(classes) if not any(label == i for _, label in files)]
+    if empty and not allow_empty_classes:  # a class no image teaches would still be predicted as an option and counted in macro metrics
+        raise UserError(f"class folder {root / empty[0]} has no images: add some, or remove the folder")
     images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for k, (path, _) in enumerate(files):
         try:
@@ -206,8 +209,9 @@ def _folder_fingerprint(root: Path, image_size: int) -> str:
     return h.hexdigest()[:16]
 
 
-def load_image_folder(root: Path, image_size: int, cache_dir: Path | None) -> ImageSet:
-    """Decode a class-per-subfolder tree once; later runs load the cached tensors."""
+def load_image_folder(root: Path, image_size: int, cache_dir: Path | None, allow_empty_classes: bool = False) -> ImageSet:
+    """Decode a class-per-subfolder tree once; later runs load the cached tensors. An empty class
+    folder is refused unless ``allow_empty_classes`` (a ROOT/test split may lack a class)."""
     cache = None
     if cache_dir is not None and root.is_dir():
         cache = Path(cache_dir).expanduser() / f"folder-{_folder_fingerprint(root, image_size)}.pt"
@@ -217,7 +221,7 @@ def load_image_folder(root: Path, image_size: int, cache_dir: Path | None) -> Im
                 return ImageSet(blob["images"], blob["labels"], list(blob["classes"]))
             except Exception:
                 log.warning("ignoring unreadable cache %s", cache)
-    data = _decode_folder(root, image_size)
+    data = _decode_folder(root, image_size, allow_empty_classes)
     if cache is not None:
         try:
             cache.parent.mkdir(parents=True, exist_ok=True)
@@ -234,7 +238,7 @@ def load_folder_splits(root: str | Path, image_size: int, test_fraction: float, 
     root = Path(root).expanduser()
     if (root / "train").is_dir() and (root / "test").is_dir():
         train = load_image_folder(root / "train", image_size, cache_dir)
-        test = load_image_folder(root / "test", image_size, cache_dir)
+        test = load_image_folder(root / "test", image_size, cache_dir, allow_empty_classes=True)
         if test.classes != train.classes:
             raise UserError(f"{root}/train and {root}/test have different class folders: make them match")
         return train, test

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from pathlib import Path
 
@@ -35,7 +34,7 @@ class RunRecorder(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module):
         metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/")) or k == "lr"}
         row = {"epoch": trainer.current_epoch + 1, "time_s": round(time.perf_counter() - self._epoch_start, 3), **dict(sorted(metrics.items()))}
-        self.history.append(row)
+        self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]  # an epoch rerun after a kill replaces its row
         log.info(_epoch_line(row, trainer.max_epochs))
         self.write()
 
@@ -45,17 +44,21 @@ class RunRecorder(pl.Callback):
 
     @rank_zero_only  # under DDP every rank records, one writes
     def write(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**self.extra, "history": self.history}, indent=2))
-        os.replace(tmp, self.path)  # atomic: a crash never leaves half a file
+        from cifar_shared.engine.resilience import atomic_write
+
+        atomic_write(self.path, json.dumps({**self.extra, "history": self.history}, indent=2).encode())
+
+    def load_state_dict(self, state):
+        """Merge, never shrink: testing the best checkpoint (or any restore) hands back an older
+        history; rows this recorder already holds win, rows it lacks (a resumed run) come back."""
+        rows = {r["epoch"]: r for r in state.get("history", [])}
+        rows.update({r["epoch"]: r for r in self.history})
+        self.history = [rows[e] for e in sorted(rows)]
+        self.extra = {**state.get("extra", {}), **self.extra}
 
     def state_dict(self):
         return {"history": self.history, "extra": self.extra}
 
-    def load_state_dict(self, state):
-        self.history = list(state.get("history", []))
-        self.extra = {**state.get("extra", {}), **{k: v for k, v in self.extra.items() if k == "classes"}}
 
 
 def _epoch_line(row: dict, max_epochs: int | None) -> str:

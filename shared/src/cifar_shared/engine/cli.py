@@ -131,6 +131,9 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
             return task(cfg)
         except UserError as e:
             fail(str(e))
+        except KeyboardInterrupt:  # before training starts (training itself saves and exits 130)
+            print("interrupted before training started; run the same command to start again", file=sys.stderr)
+            sys.exit(130)
         except Exception as e:  # Hydra's instantiate wraps a UserError raised by a model's constructor
             if isinstance(e.__cause__, UserError):
                 fail(str(e.__cause__))

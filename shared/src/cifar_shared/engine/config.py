@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from numbers import Integral, Real
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -76,7 +79,28 @@ def check_config(cfg: DictConfig, choices: dict[str, tuple[str, ...]] | None = N
     lo, hi = _get(cfg, "lr_find.min_lr"), _get(cfg, "lr_find.max_lr")
     if isinstance(lo, Real) and isinstance(hi, Real) and lo >= hi:
         raise UserError(f"lr_find.min_lr={lo} must be below lr_find.max_lr={hi}: widen the sweep")
+    out = _get(cfg, "output_dir")
+    if isinstance(out, str):
+        check_output_dir(Path(out).expanduser())
     size = _get(cfg, "data.image_size")
     cut = _get(cfg, "augment.cutout")
     if isinstance(size, int) and isinstance(cut, int) and cut > size:
         raise UserError(f"augment.cutout={cut} is larger than the images ({size} px): make it smaller")
+
+
+def check_output_dir(out: Path) -> None:
+    """Before Hydra or ``train`` makes the folder: an output_dir that is a file, lies under a file,
+    or sits where nothing can be written is one line, not a traceback."""
+    for p in (out, *out.parents):
+        if not p.exists():
+            continue
+        if not p.is_dir():
+            what = "is a file" if p == out else f"lies under a file ({p})"
+            raise UserError(f"output_dir {out} {what}: set output_dir=PATH to a folder")
+        if p == out:
+            return  # an existing run folder (resume): train() reports what it cannot write
+        try:  # a probe folder made and removed at once: permissions, read-only mounts, /proc ...
+            os.rmdir(tempfile.mkdtemp(prefix=".cifar-probe-", dir=p))
+        except OSError as e:
+            raise UserError(f"output_dir {out} cannot be created: {p} is not writable ({e.strerror}); set output_dir=PATH elsewhere") from None
+        return

@@ -29,6 +29,7 @@ from cifar_shared.engine.config import check_config
 from cifar_shared.engine.console import ConsoleFilter, FileFilter, is_terminal, quiet_libraries
 from cifar_shared.engine.model_stats import ModelStats, model_stats
 from cifar_shared.engine.module import ClassificationModule
+from cifar_shared.engine.resilience import AtomicCheckpointIO, RunGuard, atomic_write
 from cifar_shared.errors import UserError
 
 log = logging.getLogger("cifar_shared.train")
@@ -39,7 +40,10 @@ def train(cfg: DictConfig) -> dict:
     check_config(cfg)
     record_package(cfg)
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"output_dir {out} cannot be created ({e.strerror or type(e).__name__}): set output_dir=PATH to a writable folder") from None
     setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
@@ -55,17 +59,21 @@ def train(cfg: DictConfig) -> dict:
     resume = last if last.exists() else None
     lr_find = bool(cfg.get("lr_find") and cfg.lr_find.get("enabled"))
     if resume is not None:
-        check_checkpoint(resume, module)
+        check_checkpoint(resume, module, cfg.get("name"))
         if lr_find and cfg.lr_find.get("only"):
             raise UserError(f"--lr-find-only on a run that has already trained ({resume}): give it a new output_dir")
         log.info("resuming from %s%s", resume, " (the LR finder ran when the run started; not again)" if lr_find else "")
     if rank_zero_only.rank == 0:
         save_config(cfg, out / "config.yaml")
         write_model_info(net, model_header(cfg, dm.num_classes), dm.image_shape, out / "model_info.txt", stats)
+    for stale in [*Path(cfg.checkpoint_dir).glob(".*.partial"), *out.glob(".*.partial")]:  # a write a kill cut short; the file it was replacing is intact
+        stale.unlink()
     recorder = RunRecorder(out / "metrics.json", dm.classes)
     if resume is None:  # on resume the checkpoint restores it (writing now would drop metrics.json's history)
         recorder.record("input", {"mean": dm.mean, "std": dm.std, "image_shape": list(dm.image_shape)})  # for cifar-eval/predict
-    trainer = build_trainer(cfg, recorder)
+    ckpt_cfg = (cfg.get("callbacks") or {}).get("checkpoint") or {}
+    guard = RunGuard(cfg.checkpoint_dir, cfg.get("name", "model"), ckpt_cfg.get("every_n_minutes", 10), recorder)
+    trainer = build_trainer(cfg, recorder, guard)
     if resume is None and lr_find:
         from cifar_shared.engine.lr_finder import find_lr
 
@@ -81,9 +89,16 @@ def train(cfg: DictConfig) -> dict:
             log.info("lr_find.only=true: stopping after the LR finder")
             return {}
 
-    trainer.fit(module, datamodule=dm, ckpt_path=resume)
-    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-    results = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
+    guard.install_signals()  # Ctrl-C/SIGTERM: checkpoint, one line, exit 130/143
+    try:
+        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+        if guard.signum is not None:  # arrived in the last epoch's validation: last.ckpt holds the end of training
+            guard.exit_interrupted(trainer.current_epoch, trainer.num_training_batches)
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        # the recorder merges restored state, so testing the best checkpoint keeps every epoch's row
+        results = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
+    finally:
+        guard.restore_signals()
     test = {k.removeprefix("test/"): float(v) for k, v in sorted(results.items())}
     test["checkpoint"] = Path(best).name if best else "final weights"
     test["confusion_matrix"] = module.test_confusion.compute().tolist()
@@ -141,11 +156,11 @@ def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, 
     return text
 
 
-def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None = None) -> pl.Trainer:
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     tcfg["precision"] = resolve_precision(tcfg.get("precision", "auto"), tcfg.get("accelerator", "auto"))
     ccfg = cfg.get("callbacks") or {}
-    callbacks: list[pl.Callback] = [recorder]
+    callbacks: list[pl.Callback] = [recorder] + ([guard] if guard is not None else [])
     ckpt = ccfg.get("checkpoint") or {}
     callbacks.append(ModelCheckpoint(
         dirpath=cfg.checkpoint_dir,
@@ -156,6 +171,7 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
         save_last=True,
         save_top_k=int(ckpt.get("save_top_k", 1)),
         save_on_train_epoch_end=True,
+        enable_version_counter=False,  # last.ckpt is always the file a rerun resumes from, never last-v1.ckpt
     ))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
@@ -167,7 +183,8 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder) -> pl.Trainer:
     if tcfg["enable_progress_bar"]:
         callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
     tcfg.setdefault("enable_model_summary", False)  # model_info.txt holds the summary (torchinfo)
-    return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False)
+    return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False,
+                      plugins=[AtomicCheckpointIO()])  # checkpoints written aside, then renamed
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -197,13 +214,16 @@ def resolve_precision(precision, accelerator: str):
     return "32-true"
 
 
-def check_checkpoint(path: Path, module: pl.LightningModule) -> None:
+def check_checkpoint(path: Path, module: pl.LightningModule, name: str | None = None) -> None:
     """Refuse, before anything is overwritten, a checkpoint that cannot be resumed."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
         state = ckpt["state_dict"]
     except Exception as e:
         raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}): move it away to start over, or use another output_dir") from None
+    saved_by = (ckpt.get(RunGuard.KEY) or {}).get("name")
+    if name and saved_by and saved_by != name:
+        raise UserError(f"checkpoint {path} was saved by a {saved_by} run, this is {name}: use another output_dir, or {saved_by}'s own command")
     expected = {k: v.shape for k, v in module.state_dict().items()}
     found = {k: v.shape for k, v in state.items()}
     if expected.keys() != found.keys() or any(expected[k] != found[k] for k in expected):
@@ -214,9 +234,9 @@ def save_config(cfg: DictConfig, path: Path) -> None:
     text = OmegaConf.to_yaml(cfg, resolve=True)
     if path.exists() and path.read_text() != text:
         log.warning("%s exists and differs from this run's config; keeping it, this run's is in %s", path, path.with_name("config.resumed.yaml"))
-        path.with_name("config.resumed.yaml").write_text(text)
+        atomic_write(path.with_name("config.resumed.yaml"), text.encode())
         return
-    path.write_text(text)
+    atomic_write(path, text.encode())
 
 
 def setup_logging(path: Path) -> None:
