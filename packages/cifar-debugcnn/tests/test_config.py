@@ -8,7 +8,7 @@ def test_defaults_of_the_original_project():
     assert cfg.callbacks.checkpoint.save_top_k == 3
     assert dict(cfg.callbacks.early_stopping) == {"monitor": "val/loss", "patience": 10, "mode": "min"}
     assert cfg.model.dropout == 0.5 and cfg.model.widths == [32, 64, 128, 256] and cfg.model.image_size == 32
-    assert cfg.augment.flip is True and cfg.augment.crop_padding == 0
+    assert cfg.augment.flip is True and cfg.augment.rotate == 10 and cfg.augment.color_jitter.hue == 0.1
     assert cfg.callbacks.extra.probes._target_ == "cifar_debugcnn.probes.LayerProbes"
     assert cfg.callbacks.extra.probes.every_n_steps == 0
 

@@ -64,6 +64,7 @@ def _steps_per_epoch(cfg) -> int:
     return math.ceil(n_train / cfg.batch_size)
 
 
+@pytest.mark.slow  # subprocesses: once per package, on the first Python of the matrix
 def test_kill_and_resume_matches_an_unbroken_run(fault_package, request, tmp_path):
     unbroken, cfg = _config_file(request, fault_package, tmp_path / "unbroken")
     broken, _ = _config_file(request, fault_package, tmp_path / "broken")
