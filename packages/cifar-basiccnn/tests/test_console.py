@@ -8,7 +8,7 @@ import yaml
 
 BIN = Path(sys.executable).parent
 NOISE = ("\r", "it/s", "LeafSpec", "Tip", "Loading `train_dataloader`", "GPU available", "TPU available",
-         "FLOPs", "Warning", "deprecated", "Trainable params", "Restoring states", "`Trainer.fit` stopped")
+         "Total FLOPs", "Warning", "deprecated", "Trainable params", "Restoring states", "`Trainer.fit` stopped")
 
 
 def test_piped_smoke_run_prints_only_our_lines(tmp_path):
