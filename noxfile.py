@@ -59,7 +59,7 @@ def make_test_session(name: str, package: str, extras: list[str], tests: str) ->
     def _tests(session: nox.Session) -> None:
         sync(session, package, extras)
         quick = [] if session.python == PYTHONS[0] else ["-m", "not slow"]
-        session.run("pytest", tests, "-q", *quick, *session.posargs)
+        session.run("pytest", tests, "-q", "--durations=8", *quick, *session.posargs)
 
     _tests.__doc__ = f"Tests of {package}, alone in its own environment."
 

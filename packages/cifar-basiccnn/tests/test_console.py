@@ -4,7 +4,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # a subprocess training run: once, on the first Python of the nox matrix
 
 BIN = Path(sys.executable).parent
 NOISE = ("\r", "it/s", "LeafSpec", "Tip", "Loading `train_dataloader`", "GPU available", "TPU available",

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # subprocess runs of the run-folder commands: once, on the first Python of the nox matrix
+
 BIN = Path(sys.executable).parent
 FAST = ["data=synthetic", "data.train_size=400", "data.test_size=120", "batch_size=64"]
 

@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI: once, on the first Python of the nox matrix
+
 BIN = Path(sys.executable).parent
 FAST = ["data=synthetic", "data.train_size=200", "data.test_size=50"]
 

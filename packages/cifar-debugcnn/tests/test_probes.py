@@ -9,6 +9,8 @@ import pytorch_lightning as pl
 from cifar_debugcnn import report
 from cifar_shared.engine.train import train
 
+pytestmark = pytest.mark.slow  # training runs with probes: once, on the first Python of the nox matrix
+
 
 class HookCounter(pl.Callback):
     """Counts the forward hooks on the network while each training step runs."""

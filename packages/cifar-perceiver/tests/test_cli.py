@@ -5,7 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI: once, on the first Python of the nox matrix
 
 BIN = Path(sys.executable).parent
 FAST = ["data=synthetic", "data.train_size=300", "data.test_size=100", "trainer.enable_progress_bar=false"]

@@ -5,6 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI: once, on the first Python of the nox matrix
+
 BIN = Path(sys.executable).parent
 
 

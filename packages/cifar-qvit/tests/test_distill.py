@@ -1,9 +1,12 @@
 """DGD: zero for a student identical to its teacher, positive otherwise."""
 
+import pytest
 import torch
 
 from cifar_qvit.distill import DGDLoss, dgd_distance, fp_teacher, similarity
 from cifar_qvit.model import QViT
+
+pytestmark = pytest.mark.slow  # ViT training runs: once, on the first Python of the nox matrix
 
 
 def _hook(state):

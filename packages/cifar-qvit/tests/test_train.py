@@ -9,6 +9,8 @@ import torch
 from cifar_qvit.cli import train_qvit as train
 from cifar_shared import UserError
 
+pytestmark = pytest.mark.slow  # ViT training runs: once, on the first Python of the nox matrix
+
 
 def train_losses(out) -> dict[int, float]:
     """Per-epoch training loss from train.log (metrics.json's history is restored from the best

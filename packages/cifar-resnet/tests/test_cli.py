@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess runs of the CLI: once, on the first Python of the nox matrix
+
 SCRIPT = Path(sys.executable).with_name("resnet-train")
 COMMAND = str(SCRIPT) if SCRIPT.exists() else shutil.which("resnet-train")
 SMALL = ["data=synthetic", "data.train_size=256", "data.test_size=64", "batch_size=32", "model.stem=imagenet",
