@@ -28,8 +28,8 @@ def train_counting_hooks(cfg):
 
     counter, build = HookCounter(), engine.build_trainer
 
-    def with_counter(cfg, recorder):
-        trainer = build(cfg, recorder)
+    def with_counter(cfg, recorder, *rest):
+        trainer = build(cfg, recorder, *rest)
         trainer.callbacks.append(counter)
         return trainer
 
