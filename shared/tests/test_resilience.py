@@ -192,3 +192,39 @@ def test_output_dir_that_cannot_be_a_folder(tmp_path, case):
     with pytest.raises(UserError, match=message):
         check_output_dir(out)
     assert (tmp_path / "f").read_text() == "keep"
+
+
+def _fake_trainer(step: int, lr: float):
+    from types import SimpleNamespace
+
+    progress = SimpleNamespace(current=SimpleNamespace(ready=step))
+    return SimpleNamespace(current_epoch=0, optimizers=[SimpleNamespace(param_groups=[{"lr": lr}])],
+                           fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)))
+
+
+def test_deferred_nan_check_names_the_first_bad_step(tmp_path):
+    """The GPU way (no host sync per step): the flag stays on the device until a look, and the look
+    reports the first non-finite step, not the latest; every CHECK_EVERY steps, and before a save."""
+    guard = resilience.RunGuard(tmp_path, "t", None)
+    guard.defer_check = True
+    for step, value in enumerate([1.0, 2.0, float("nan"), float("inf"), 3.0], start=1):
+        guard.on_before_backward(_fake_trainer(step, 0.1 * step), None, torch.tensor(value))  # fewer than CHECK_EVERY: no look yet
+    with pytest.raises(UserError, match=r"loss is nan at epoch 1 step 3 \(lr 0\.3\)"):
+        guard.on_train_epoch_end(_fake_trainer(5, 0.5), None)  # before ModelCheckpoint writes last.ckpt
+
+    guard = resilience.RunGuard(tmp_path, "t", None)
+    guard.defer_check, guard.CHECK_EVERY = True, 2
+    guard.on_before_backward(_fake_trainer(1, 0.1), None, torch.tensor(1.0))
+    guard.on_before_backward(_fake_trainer(2, 0.1), None, torch.tensor(1.5))  # a look: all finite
+    guard.on_before_backward(_fake_trainer(3, 0.1), None, torch.tensor(float("inf")))
+    with pytest.raises(UserError, match=r"loss is inf at epoch 1 step 3"):
+        guard.on_before_backward(_fake_trainer(4, 0.1), None, torch.tensor(1.0))  # the second look
+
+
+def test_finite_losses_pass_either_way(tmp_path):
+    for deferred in (False, True):
+        guard = resilience.RunGuard(tmp_path, "t", None)
+        guard.defer_check, guard.CHECK_EVERY = deferred, 3
+        for step in range(1, 8):
+            guard.on_before_backward(_fake_trainer(step, 0.1), None, torch.tensor(float(step)))
+        guard.on_train_epoch_end(_fake_trainer(7, 0.1), None)

@@ -35,3 +35,9 @@ def fp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("fp")
     test = train(shrunk_config(out, "model.nbits_w=32", "model.nbits_a=32", "epochs=2"))
     return out, test
+
+
+@pytest.fixture
+def gpu_subset_overrides() -> list[str]:
+    """The GPU subset test: no hub weights offline, so the random-init 224-px ViT-Small (the resize path)."""
+    return ["model.pretrained=null", "model.size=small", "batch_size=64", "lr=1e-3"]

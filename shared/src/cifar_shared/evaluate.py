@@ -49,7 +49,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     from cifar_shared.data.loader import ShardedPermutation, TensorBatchLoader
     from cifar_shared.engine.config import check_config
     from cifar_shared.engine.console import is_terminal, quiet_libraries
-    from cifar_shared.engine.train import resolve_precision
+    from cifar_shared.engine.train import gpu_flag, resolve_precision
 
     quiet_libraries()
     run = RunFolder.open(run_dir)
@@ -81,7 +81,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
                          deterministic=tcfg.get("deterministic", False), callbacks=[Collect()])
     loader = TensorBatchLoader(data.images, data.labels, cfg.batch_size, mean, std,
                                sampler=ShardedPermutation(len(data), cfg.seed, shuffle=False),
-                               device=trainer.strategy.root_device, channels_last=cfg.get("channels_last", False))
+                               device=trainer.strategy.root_device, channels_last=gpu_flag(cfg, "channels_last"))
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]
     test = {k.removeprefix("test/"): float(v) for k, v in sorted(results.items())}
     test["checkpoint"] = ckpt.name

@@ -31,13 +31,14 @@ def run_checks(cfg: DictConfig, print_table: Callable[[str], None] = print) -> l
     import pytorch_lightning as pl
 
     from cifar_shared.data.datamodule import ImageDataModule
+    from cifar_shared.engine.train import gpu_flag
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     state: dict = {}
     results: list[tuple[str, bool | None, str]] = []
 
     def data():
-        state["dm"] = dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
+        state["dm"] = dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, gpu_flag(cfg, "channels_last"))
         return f"{len(dm.train_set)} train / {len(dm.val_set)} val / {len(dm.test_set)} test images, {dm.num_classes} classes, {'x'.join(map(str, dm.image_shape))}"
 
     def model():

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from pytorch_lightning.utilities import rank_zero_only
 
 log = logging.getLogger("cifar_shared.run")
@@ -59,6 +60,74 @@ class RunRecorder(pl.Callback):
     def state_dict(self):
         return {"history": self.history, "extra": self.extra}
 
+
+class TimeToAccuracy(pl.Callback):
+    """The speedrun clock (``callbacks.extra.time_to_accuracy``, set by ``experiment=speedrun``).
+
+    After every training epoch it measures test accuracy and records, in metrics.json under
+    ``time_to_accuracy``, the training time at which each target was first reached. The clock
+    starts when training starts (torch.compile's first-step compilation included) and leaves out
+    its own test passes; the GPU is synchronized at each reading, so queued work is counted.
+    """
+
+    def __init__(self, targets: list[float] = (0.93, 0.94, 0.95)):
+        self.targets = sorted(float(t) for t in targets)
+        self.reached: dict[str, float] = {}
+        self.curve: list[dict] = []
+        self.train_s = 0.0  # training time before this process (a resumed run)
+        self._start = 0.0
+        self._loader = None
+
+    def on_train_start(self, trainer, pl_module):
+        self._loader = trainer.datamodule.test_dataloader()
+        self._start = self._now(pl_module)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.train_s += self._now(pl_module) - self._start
+        acc = self.test_accuracy(trainer, pl_module)
+        self.curve.append({"epoch": trainer.current_epoch + 1, "train_s": round(self.train_s, 3), "test_acc": round(acc, 4)})
+        for t in self.targets:
+            if acc >= t and f"{t:.2f}" not in self.reached:
+                self.reached[f"{t:.2f}"] = round(self.train_s, 3)
+        log.info("epoch %d: test acc %.4f after %.2f s of training%s", trainer.current_epoch + 1, acc, self.train_s,
+                 "".join(f"; {k} reached at {v:.2f} s" for k, v in self.reached.items() if v == round(self.train_s, 3)))
+        for cb in trainer.callbacks:
+            if isinstance(cb, RunRecorder):
+                cb.record("time_to_accuracy", {"targets": self.reached, "curve": self.curve, "device": _device_name(pl_module)})
+        self._start = self._now(pl_module)
+
+    @torch.no_grad()
+    def test_accuracy(self, trainer, pl_module) -> float:
+        net = getattr(pl_module.net, "_orig_mod", pl_module.net)  # eager: no second compilation for eval mode
+        was_training = net.training
+        net.eval()
+        correct, total = torch.zeros((), dtype=torch.long, device=pl_module.device), 0
+        try:
+            with trainer.precision_plugin.forward_context():
+                for x, y in self._loader:
+                    correct += (net(x).argmax(-1) == y).sum()
+                    total += y.numel()
+        finally:
+            net.train(was_training)
+        return correct.item() / max(1, total)
+
+    @staticmethod
+    def _now(pl_module) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def state_dict(self):
+        return {"reached": self.reached, "curve": self.curve, "train_s": self.train_s}
+
+    def load_state_dict(self, state):
+        self.reached, self.curve, self.train_s = dict(state["reached"]), list(state["curve"]), float(state["train_s"])
+
+
+def _device_name(pl_module) -> str:
+    if pl_module.device.type == "cuda":
+        return torch.cuda.get_device_name(pl_module.device)
+    return str(pl_module.device)
 
 
 def _epoch_line(row: dict, max_epochs: int | None) -> str:

@@ -24,12 +24,12 @@ def _require(cfg: DictConfig, key: str, kind: str, ok, rule: str) -> None:
         return
     is_int = isinstance(value, Integral) and not isinstance(value, bool)
     is_num = isinstance(value, Real) and not isinstance(value, bool)
-    typed = {"int": is_int, "number": is_num, "bool": isinstance(value, bool)}[kind]
+    typed = {"int": is_int, "number": is_num, "bool": isinstance(value, bool), "flag": isinstance(value, bool) or value == "auto"}[kind]
     if not typed or not ok(value):
         raise UserError(f"{key}={value!r} is invalid: it must be {rule} (e.g. {key}={_EXAMPLES.get(kind, 1)})")
 
 
-_EXAMPLES = {"int": 10, "number": 0.1, "bool": "true"}
+_EXAMPLES = {"int": 10, "number": 0.1, "bool": "true", "flag": "auto"}
 
 _RULES = [
     ("seed", "int", lambda v: v >= 0, "an integer >= 0"),
@@ -47,8 +47,8 @@ _RULES = [
     ("augment.flip", "bool", lambda v: True, "true or false"),
     ("augment.cutout", "int", lambda v: v >= 0, "an integer >= 0 (hole side in pixels)"),
     ("augment.cutout_p", "number", lambda v: 0 <= v <= 1, "a probability in [0, 1]"),
-    ("channels_last", "bool", lambda v: True, "true or false"),
-    ("compile", "bool", lambda v: True, "true or false"),
+    ("channels_last", "flag", lambda v: True, "true, false or auto (on for CUDA GPUs)"),
+    ("compile", "flag", lambda v: True, "true, false or auto (on for CUDA GPUs)"),
     ("lr_find.num_steps", "int", lambda v: v >= 5, "an integer >= 5"),
     ("lr_find.min_lr", "number", lambda v: v > 0, "a number > 0"),
     ("lr_find.max_lr", "number", lambda v: v > 0, "a number > 0"),

@@ -163,6 +163,8 @@ class RunGuard(pl.Callback):
     """
 
     KEY = "cifar_run"
+    CHECK_EVERY = 50  # GPU steps between looks at the non-finite-loss flag
+    defer_check: bool | None = None  # None: deferred on GPUs, at once on CPU (tests force either)
 
     def __init__(self, checkpoint_dir: str | Path, run_name: str, every_n_minutes: float | None = 10, recorder=None):
         self.last = Path(checkpoint_dir) / "last.ckpt"
@@ -176,6 +178,8 @@ class RunGuard(pl.Callback):
         self._last_save = time.monotonic()
         self._val_batches = 0
         self._old_handlers: dict = {}
+        self._nonfinite: torch.Tensor | None = None  # GPU: first non-finite (loss, step, lr), step -1 while none
+        self._unchecked = 0
 
     # signals ---------------------------------------------------------------------------------
     def install_signals(self) -> None:
@@ -253,14 +257,41 @@ class RunGuard(pl.Callback):
                 g["lr"] = lr
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        if torch.isfinite(loss).all():
-            return
         loss = loss.detach()
-        epoch, step = trainer.current_epoch + 1, trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
         lr = trainer.optimizers[0].param_groups[0]["lr"]
+        deferred = loss.device.type != "cpu" if self.defer_check is None else self.defer_check
+        if not deferred:  # on CPU reading it back costs nothing: stop before this step's update
+            if not torch.isfinite(loss).all():
+                self._diverged(trainer, float(loss), step, lr)
+            return
+        # On a GPU, reading the loss back every step would stall the queue of kernels: keep the first
+        # non-finite loss on the device and look every CHECK_EVERY steps and before every checkpoint.
+        if self._nonfinite is None:
+            self._nonfinite = torch.tensor([0.0, -1.0, 0.0], device=loss.device)  # loss, step, lr
+        kept = self._nonfinite
+        first = ~torch.isfinite(loss).all() & (kept[1] < 0)
+        # python numbers go into the kernels as arguments: no host-to-device copy either
+        self._nonfinite = torch.stack([torch.where(first, loss.float().reshape(()), kept[0]),
+                                       torch.where(first, float(step), kept[1]), torch.where(first, float(lr), kept[2])])
+        self._unchecked += 1
+        if self._unchecked >= self.CHECK_EVERY:
+            self.check_finite(trainer)
+
+    def check_finite(self, trainer) -> None:
+        """Raise if a loss since the last look was not finite (one GPU sync; nothing to do on CPU)."""
+        self._unchecked = 0
+        if self._nonfinite is None:
+            return
+        loss, step, lr = self._nonfinite.tolist()
+        if step >= 0:
+            self._diverged(trainer, loss, int(step), lr)
+
+    def _diverged(self, trainer, loss: float, step: int, lr: float) -> None:
+        epoch = trainer.current_epoch + 1
         if self.recorder is not None:
-            self.recorder.record("stopped", {"reason": "non-finite loss", "loss": str(float(loss)), "epoch": epoch, "step": step, "lr": lr})
-        raise UserError(f"loss is {float(loss)} at epoch {epoch} step {step} (lr {lr:.3g}): the run diverged and stopped; "
+            self.recorder.record("stopped", {"reason": "non-finite loss", "loss": str(loss), "epoch": epoch, "step": step, "lr": lr})
+        raise UserError(f"loss is {loss} at epoch {epoch} step {step} (lr {lr:.3g}): the run diverged and stopped; "
                         f"try a lower lr (e.g. lr={lr / 10:.3g}), a warm-up (scheduler=cosine) or trainer.gradient_clip_val=1.0; "
                         "no checkpoint holds the diverged model")
 
@@ -278,6 +309,7 @@ class RunGuard(pl.Callback):
             if signalled and self.signum is None:
                 self.signum = signal.SIGTERM
         if (due or signalled) and self._resumable(trainer):
+            self.check_finite(trainer)
             self._mid_epoch = True
             try:
                 trainer.save_checkpoint(self.last)
@@ -293,7 +325,8 @@ class RunGuard(pl.Callback):
             fault("val_batch", self._val_batches)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
-        self._last_save = time.monotonic()  # ModelCheckpoint saves last.ckpt now
+        self.check_finite(trainer)  # before ModelCheckpoint saves last.ckpt (Lightning runs it after other callbacks)
+        self._last_save = time.monotonic()
 
     @staticmethod
     def _resumable(trainer) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def train(cfg: DictConfig) -> dict:
     setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
-    dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, cfg.get("channels_last", False))
+    dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, gpu_flag(cfg, "channels_last"))
     module = build_module(cfg, dm.num_classes)
     net = module.net
     stats = model_stats(net, dm.image_shape)
@@ -74,6 +75,7 @@ def train(cfg: DictConfig) -> dict:
     ckpt_cfg = (cfg.get("callbacks") or {}).get("checkpoint") or {}
     guard = RunGuard(cfg.checkpoint_dir, cfg.get("name", "model"), ckpt_cfg.get("every_n_minutes", 10), recorder)
     trainer = build_trainer(cfg, recorder, guard)
+    recorder.record("device", device_record(cfg, trainer))
     if resume is None and lr_find:
         from cifar_shared.engine.lr_finder import find_lr
 
@@ -112,16 +114,40 @@ def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None,
     commands (cifar-eval, cifar-predict, cifar-export-model) build theirs here too, without the
     loss hook (``training=False``: a distillation teacher is not needed to predict)."""
     net = instantiate(cfg.model, num_classes=num_classes)
-    if cfg.get("compile", False) if compile is None else compile:
+    if gpu_flag(cfg, "compile") if compile is None else compile:
         net = torch.compile(net)
     return ClassificationModule(
         net, num_classes,
         optimizer=instantiate(cfg.optim),
         scheduler=instantiate(cfg.scheduler) if cfg.get("scheduler") else None,
         label_smoothing=cfg.get("label_smoothing", 0.0),
-        channels_last=cfg.get("channels_last", False),
+        channels_last=gpu_flag(cfg, "channels_last"),
         loss_hook=instantiate(cfg.loss_hook) if training and cfg.get("loss_hook") else None,
     )
+
+
+def device_record(cfg: DictConfig, trainer: pl.Trainer) -> dict:
+    """What ran the numbers (metrics.json ``device``): a figure means little without it."""
+    device = trainer.strategy.root_device
+    return {
+        "device": str(device),
+        "name": torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine()),
+        "precision": str(trainer.precision),
+        "channels_last": gpu_flag(cfg, "channels_last"),
+        "compile": gpu_flag(cfg, "compile"),
+        "world_size": trainer.world_size,
+        "torch": str(torch.__version__),
+    }
+
+
+def gpu_flag(cfg: DictConfig, key: str) -> bool:
+    """``channels_last`` / ``compile``: true, false, or ``auto``: on when the run trains on a CUDA GPU
+    (where they pay: NHWC tensor-core convolutions, fused kernels), off on CPU (where they cost)."""
+    value = cfg.get(key, False)
+    if value == "auto":
+        accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
+        return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+    return bool(value)
 
 
 def record_package(cfg: DictConfig) -> None:
@@ -156,11 +182,11 @@ def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, 
     return text
 
 
-def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None = None) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None = None, extra: list[pl.Callback] = ()) -> pl.Trainer:
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     tcfg["precision"] = resolve_precision(tcfg.get("precision", "auto"), tcfg.get("accelerator", "auto"))
     ccfg = cfg.get("callbacks") or {}
-    callbacks: list[pl.Callback] = [recorder] + ([guard] if guard is not None else [])
+    callbacks: list[pl.Callback] = [recorder] + ([guard] if guard is not None else []) + list(extra)
     ckpt = ccfg.get("checkpoint") or {}
     callbacks.append(ModelCheckpoint(
         dirpath=cfg.checkpoint_dir,
