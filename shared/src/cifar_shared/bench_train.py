@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import platform
 import tempfile
 import time
@@ -33,11 +34,12 @@ import torch.nn.functional as F
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
                     "A100": 312.0, "L40S": 362.1, "A10": 125.0, "RTX 4090": 165.2}
 
-DEFAULT_VARIANTS = [
-    "eager: channels_last=false compile=false",
-    "channels_last: channels_last=true compile=false",
-    "channels_last+compile: channels_last=true compile=true",
-    "channels_last+compile+nondeterministic: channels_last=true compile=true trainer.deterministic=false +trainer.benchmark=true",
+DEFAULT_VARIANTS = [  # the last one is profiled and run again without Lightning (the bare loop)
+    "eager: channels_last=false compile=false trainer.deterministic=warn",
+    "channels_last: channels_last=true compile=false trainer.deterministic=warn",
+    "channels_last+compile: channels_last=true compile=true trainer.deterministic=warn",
+    "channels_last+nondeterministic: channels_last=true compile=false trainer.deterministic=false trainer.benchmark=true",
+    "channels_last+compile+nondeterministic: channels_last=true compile=true trainer.deterministic=false trainer.benchmark=true",
 ]
 
 
@@ -251,16 +253,17 @@ def main(argv: list[str] | None = None) -> None:
                                      epilog="Example: cifar-bench-train --package resnet data.root=../shared/data/cifar10-full batch_size=512")
     parser.add_argument("--package", default="resnet", help="an installed package (basiccnn, resnet, ...)")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps first (compilation, cuDNN autotuning)")
-    parser.add_argument("--steps", type=int, default=50, help="timed steps per row")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per row (warm-up + steps + profile: within one epoch)")
     parser.add_argument("--workers", type=int, default=8, help="DataLoader workers of the textbook pipeline")
     parser.add_argument("--variant", action="append", default=None,
                         help="'name: key=value ...' overrides for one engine row (repeatable); default: eager, channels_last, +compile, +nondeterministic")
     parser.add_argument("--no-textbook", action="store_true", help="engine rows only (e.g. models that need another input size)")
-    parser.add_argument("--profile", type=int, default=20, help="profiled steps after the last variant's timed ones (0: off)")
+    parser.add_argument("--profile", type=int, default=15, help="profiled steps after the last variant's timed ones (0: off)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     parser.add_argument("overrides", nargs="*", help="config overrides for every row, as for *-train")
     args = parser.parse_args(argv)
     setup_logging(Path(tempfile.mkdtemp(prefix="cifar-bench-")) / "bench.log")  # *-train's quiet console
+    logging.getLogger("cifar_shared.run").setLevel(logging.WARNING)  # no epoch lines between the rows
     figures = run_bench(args)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
@@ -287,6 +290,10 @@ def run_bench(args) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda") else "cpu")
     precision = str(resolve_precision(base.trainer.precision, accelerator))
     dm = ImageDataModule(base.data, base.augment, base.batch_size, base.seed)
+    per_epoch = len(dm.train_set) // base.batch_size
+    if args.warmup + args.steps + args.profile >= per_epoch:  # an epoch end (last partial batch: a recompile; a checkpoint) would be timed
+        raise SystemExit(f"error: --warmup {args.warmup} + --steps {args.steps} + --profile {args.profile} must stay below the "
+                         f"{per_epoch} steps of one epoch ({len(dm.train_set)} images, batch {base.batch_size}): use fewer steps or more data")
     stats = model_stats(instantiate(base.model, num_classes=dm.num_classes), dm.image_shape)
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
     peak = peak_tflops(gpu) if device.type == "cuda" else None

@@ -49,7 +49,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     from cifar_shared.data.loader import ShardedPermutation, TensorBatchLoader
     from cifar_shared.engine.config import check_config
     from cifar_shared.engine.console import is_terminal, quiet_libraries
-    from cifar_shared.engine.train import gpu_flag, resolve_precision
+    from cifar_shared.engine.train import gpu_flag, resolve_determinism, resolve_precision
 
     quiet_libraries()
     run = RunFolder.open(run_dir)
@@ -78,14 +78,14 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     accelerator = tcfg.get("accelerator", "auto")
     trainer = pl.Trainer(accelerator=accelerator, devices=1, precision=resolve_precision(tcfg.get("precision", "auto"), accelerator),
                          logger=False, enable_checkpointing=False, enable_model_summary=False, enable_progress_bar=is_terminal(),
-                         deterministic=tcfg.get("deterministic", False), callbacks=[Collect()])
+                         **resolve_determinism(tcfg), callbacks=[Collect()])
     loader = TensorBatchLoader(data.images, data.labels, cfg.batch_size, mean, std,
                                sampler=ShardedPermutation(len(data), cfg.seed, shuffle=False),
                                device=trainer.strategy.root_device, channels_last=gpu_flag(cfg, "channels_last"))
     results = trainer.test(module, dataloaders=loader, verbose=False)[0]
     test = {k.removeprefix("test/"): float(v) for k, v in sorted(results.items())}
     test["checkpoint"] = ckpt.name
-    test["confusion_matrix"] = module.test_confusion.compute().tolist()
+    test["confusion_matrix"] = module.confusion_matrix
 
     name = name or f"{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     record = {"run": str(run.path), "package": run.package, "checkpoint": str(ckpt), "data": _plain(cfg.data),

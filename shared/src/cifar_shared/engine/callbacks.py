@@ -98,12 +98,12 @@ class TimeToAccuracy(pl.Callback):
 
     @torch.no_grad()
     def test_accuracy(self, trainer, pl_module) -> float:
-        net = getattr(pl_module.net, "_orig_mod", pl_module.net)  # eager: no second compilation for eval mode
+        net = pl_module.net
         was_training = net.training
         net.eval()
         correct, total = torch.zeros((), dtype=torch.long, device=pl_module.device), 0
-        try:
-            with trainer.precision_plugin.forward_context():
+        try:  # eager: no second compilation for eval mode
+            with trainer.precision_plugin.forward_context(), torch.compiler.set_stance("force_eager"):
                 for x, y in self._loader:
                     correct += (net(x).argmax(-1) == y).sum()
                     total += y.numel()

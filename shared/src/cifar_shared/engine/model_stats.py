@@ -41,7 +41,7 @@ def model_stats(net: torch.nn.Module, image_shape: tuple[int, int, int]) -> Mode
     was_training = net.training
     net.eval()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=[]), torch.compiler.set_stance("force_eager"):  # a compiled net: count, don't compile
             x = torch.randn(BATCH, *image_shape, device=device)
             # grad enabled in both passes: the counter's module tracker trips over some models
             # (perceiver-pytorch) under no_grad, and the forward FLOPs are the same either way

@@ -48,6 +48,7 @@ class ClassificationModule(pl.LightningModule):
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives resume
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.confusion_matrix: list[list[int]] | None = None  # the last test pass's, set by on_test_epoch_end
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -82,6 +83,15 @@ class ClassificationModule(pl.LightningModule):
 
     def test_step(self, batch, batch_idx):
         self._step(batch, self.test_metrics, self.test_loss, "test", 0.0)
+
+    def on_test_epoch_start(self):
+        self.test_confusion.reset()
+        self.confusion_matrix = None
+
+    def on_test_epoch_end(self):
+        # computed here, on the device and with every DDP rank: after trainer.test() the module is
+        # back on the CPU, where NCCL cannot gather the ranks' counts
+        self.confusion_matrix = self.test_confusion.compute().tolist()
 
     def on_train_epoch_start(self):
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)

@@ -103,7 +103,7 @@ def train(cfg: DictConfig) -> dict:
         guard.restore_signals()
     test = {k.removeprefix("test/"): float(v) for k, v in sorted(results.items())}
     test["checkpoint"] = Path(best).name if best else "final weights"
-    test["confusion_matrix"] = module.test_confusion.compute().tolist()
+    test["confusion_matrix"] = module.confusion_matrix
     recorder.record("test", test)
     log.info("test (%s): acc %.4f  f1_macro %.4f  loss %.4f", test["checkpoint"], test["acc"], test["f1_macro"], test["loss"])
     return test
@@ -115,7 +115,7 @@ def build_module(cfg: DictConfig, num_classes: int, compile: bool | None = None,
     loss hook (``training=False``: a distillation teacher is not needed to predict)."""
     net = instantiate(cfg.model, num_classes=num_classes)
     if gpu_flag(cfg, "compile") if compile is None else compile:
-        net = torch.compile(net)
+        net.compile()  # in place: the state dict keeps its keys, so CPU and GPU runs share checkpoints
     return ClassificationModule(
         net, num_classes,
         optimizer=instantiate(cfg.optim),
@@ -140,14 +140,27 @@ def device_record(cfg: DictConfig, trainer: pl.Trainer) -> dict:
     }
 
 
+def on_cuda(accelerator) -> bool:
+    return torch.cuda.is_available() and str(accelerator) in ("auto", "gpu", "cuda")
+
+
 def gpu_flag(cfg: DictConfig, key: str) -> bool:
     """``channels_last`` / ``compile``: true, false, or ``auto``: on when the run trains on a CUDA GPU
     (where they pay: NHWC tensor-core convolutions, fused kernels), off on CPU (where they cost)."""
     value = cfg.get(key, False)
     if value == "auto":
-        accelerator = str((cfg.get("trainer") or {}).get("accelerator", "auto"))
-        return torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda")
+        return on_cuda((cfg.get("trainer") or {}).get("accelerator", "auto"))
     return bool(value)
+
+
+def resolve_determinism(tcfg: dict) -> dict:
+    """``trainer.deterministic=auto``: deterministic kernels on CPU (the same command gives the same
+    numbers); on a GPU the fastest ones, with cuDNN autotuning unless ``trainer.benchmark`` says."""
+    if tcfg.get("deterministic", "auto") != "auto":
+        return {"deterministic": tcfg.get("deterministic"), "benchmark": tcfg.get("benchmark")}
+    gpu = on_cuda(tcfg.get("accelerator", "auto"))
+    benchmark = tcfg.get("benchmark")
+    return {"deterministic": False if gpu else "warn", "benchmark": (True if gpu else None) if benchmark is None else benchmark}
 
 
 def record_package(cfg: DictConfig) -> None:
@@ -185,6 +198,7 @@ def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, 
 def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None = None, extra: list[pl.Callback] = ()) -> pl.Trainer:
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     tcfg["precision"] = resolve_precision(tcfg.get("precision", "auto"), tcfg.get("accelerator", "auto"))
+    tcfg.update(resolve_determinism(tcfg))
     ccfg = cfg.get("callbacks") or {}
     callbacks: list[pl.Callback] = [recorder] + ([guard] if guard is not None else []) + list(extra)
     ckpt = ccfg.get("checkpoint") or {}
