@@ -183,3 +183,20 @@ def test_hydra_errors_become_one_line():
     missing = one_line(Exception("In 'train': Could not find 'data/cifar11'\n\nAvailable options in 'data':\n\tcifar10\n\tsynthetic\n"))
     assert missing == "unknown option 'cifar11' for data: choose one of cifar10, synthetic"
 
+
+
+def test_auto_flags_follow_the_device(monkeypatch):
+    """channels_last/compile/deterministic=auto: on (fast) for a CUDA GPU, off (reproducible) on CPU."""
+    from cifar_shared.engine import train as engine
+
+    cfg = OmegaConf.create({"channels_last": "auto", "compile": True, "trainer": {"accelerator": "auto"}})
+    for cuda in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda cuda=cuda: cuda)
+        assert engine.gpu_flag(cfg, "channels_last") is cuda and engine.gpu_flag(cfg, "compile") is True
+        assert engine.gpu_flag(OmegaConf.merge(cfg, {"trainer": {"accelerator": "cpu"}}), "channels_last") is False
+        assert engine.resolve_determinism({"deterministic": "auto", "accelerator": "auto"}) == (
+            {"deterministic": False, "benchmark": True} if cuda else {"deterministic": "warn", "benchmark": None})
+        assert engine.resolve_determinism({"deterministic": "auto", "accelerator": "gpu", "benchmark": False})["benchmark"] is False
+        assert engine.resolve_determinism({"deterministic": True, "accelerator": "auto"}) == {"deterministic": True, "benchmark": None}
+    with pytest.raises(UserError, match=r"channels_last='yes' is invalid: it must be true, false or auto"):
+        check_config(OmegaConf.create({"channels_last": "yes"}))

@@ -76,3 +76,20 @@ def test_bad_model_names_are_user_errors(tmp_path, small_config):
 
 def test_cli_model_names_match_the_model():
     assert set(MODEL_CHOICES["model.arch"]) == set(ARCHS) and set(MODEL_CHOICES["model.stem"]) == set(STEMS)
+
+
+def test_speedrun_clock_records_the_time_to_each_target(small_config, tmp_path):
+    """experiment=speedrun's TimeToAccuracy: a test pass after every epoch, training time to each target."""
+    from cifar_shared.engine.train import train
+
+    cfg = small_config(tmp_path, "experiment=speedrun", "data=synthetic", "epochs=2", "batch_size=32",
+                       "callbacks.extra.time_to_accuracy.targets=[0.0,1.01]")
+    train(cfg)
+    run = json.loads((tmp_path / "metrics.json").read_text())
+    clock = run["time_to_accuracy"]
+    assert [r["epoch"] for r in clock["curve"]] == [1, 2]
+    first, second = (r["train_s"] for r in clock["curve"])
+    assert 0 < first < second
+    assert clock["targets"] == {"0.00": first}  # reached at the first reading; 1.01 never
+    assert all(0 <= r["test_acc"] <= 1 for r in clock["curve"]) and clock["device"] == "cpu"
+    assert run["device"]["compile"] is False and run["device"]["channels_last"] is False  # auto: off on CPU

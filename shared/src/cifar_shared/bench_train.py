@@ -116,6 +116,7 @@ def engine_run(cfg, dm, warmup: int, steps: int, profile_steps: int = 0) -> dict
     with tempfile.TemporaryDirectory() as tmp, open_dict(cfg):
         cfg.output_dir = cfg.checkpoint_dir = tmp
         cfg.logger = {}
+        cfg.callbacks.checkpoint.monitor = None  # no validation here: keep last.ckpt only, quietly
         cfg.trainer.max_steps = warmup + steps + profile_steps + 1
         cfg.trainer.max_epochs = -1
         cfg.trainer.limit_val_batches = 0
