@@ -1,4 +1,10 @@
-"""The commands as a user runs them: exit codes, one-line errors, files kept."""
+"""The commands as a user runs them: exit codes, one-line errors, files kept.
+
+Refusals that come before any training import are cheap real processes; those that need the
+training stack (data loading) call ``train_main`` in this process, except one that stays a real
+process (an error from inside the Hydra job); the runs come from the session's shared
+``cli_run`` / ``cli_sweep``.
+"""
 
 import json
 import shutil
@@ -7,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from cifar_basiccnn.cli import train_main
 
 pytestmark = pytest.mark.slow  # subprocess runs of the CLI: once, on the first Python of the nox matrix
 
@@ -27,13 +35,12 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
         assert needle in lines[0]
 
 
-def test_smoke_run_writes_the_run_folder(tmp_path):
-    result = cli(*FAST, "epochs=1", f"output_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    metrics = json.loads((tmp_path / "metrics.json").read_text())
-    assert len(metrics["history"]) == 1 and 0 <= metrics["test"]["acc"] <= 1
-    figures = cli(str(tmp_path), tool="basiccnn-visualize")
-    assert figures.returncode == 0 and (tmp_path / "confusion_matrix.png").exists()
+def test_smoke_run_writes_the_run_folder(cli_run):
+    run, _ = cli_run
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert len(metrics["history"]) == 2 and 0 <= metrics["test"]["acc"] <= 1
+    figures = cli(str(run), tool="basiccnn-visualize")
+    assert figures.returncode == 0 and (run / "confusion_matrix.png").exists()
 
 
 def test_unknown_key():
@@ -49,21 +56,27 @@ def test_unknown_group_option():
     assert_one_line_error(cli("data=cifar11"), "unknown option 'cifar11'", "cifar10")
 
 
-def test_truncated_pickles(tmp_path):
+def in_process_error(result: tuple[int, str, str], *needles: str) -> None:
+    code, out, err = result
+    assert_one_line_error(subprocess.CompletedProcess([], code, out, err), *needles)
+
+
+def test_truncated_pickles(tmp_path, in_process):
     from cifar_shared.testing import write_cifar10
 
     folder = write_cifar10(tmp_path)
     for f in folder.glob("data_batch_*"):
         f.write_bytes(f.read_bytes()[:1000])
-    assert_one_line_error(cli(f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "data_batch_1 is truncated or corrupt")
+    in_process_error(in_process(train_main, f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "data_batch_1 is truncated or corrupt")
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
-def test_empty_folder_without_network(tmp_path):
-    assert_one_line_error(cli(f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "no cifar10 data under", "data.root")
+def test_empty_folder_without_network(tmp_path, in_process):
+    in_process_error(in_process(train_main, f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"), "no cifar10 data under", "data.root")
 
 
 def test_unreadable_checkpoint_is_kept(tmp_path):
+    """A real process: an error raised inside the Hydra job still exits 2 with one line."""
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "last.ckpt").write_text("not a checkpoint")
     (tmp_path / "metrics.json").write_text('{"history": []}')
@@ -87,11 +100,10 @@ def test_entry_points_exist():
     assert (BIN / "basiccnn-train").exists() and (BIN / "basiccnn-visualize").exists()
 
 
-def test_multirun_sweep_gets_one_run_folder_per_job(tmp_path):
-    result = cli("-m", *FAST, "data.train_size=200", "epochs=1", "seed=1,2", f"output_dir={tmp_path}")
-    assert result.returncode == 0, result.stderr[-2000:]
-    seeds = [json.loads((tmp_path / str(job) / "metrics.json").read_text()) and (tmp_path / str(job) / "config.yaml").read_text() for job in (0, 1)]
-    assert "seed: 1" in seeds[0] and "seed: 2" in seeds[1]
+def test_multirun_sweep_gets_one_run_folder_per_job(cli_sweep):
+    for job, seed in enumerate((0, 1, 2)):
+        assert json.loads((cli_sweep / str(job) / "metrics.json").read_text())["test"]
+        assert f"seed: {seed}\n" in (cli_sweep / str(job) / "config.yaml").read_text()
 
 
 def test_bad_value_in_a_sweep_fails_before_the_first_job(tmp_path):

@@ -67,3 +67,15 @@ def gloo_shard_worker(rank: int, world: int, port: int, out) -> None:
     if rank == 0:
         out.put([g.tolist() for g in gathered])
     dist.destroy_process_group()
+
+
+def tiny_net(num_classes: int = 10):
+    """A few-thousand-parameter CNN (conv, batch norm, dropout) for engine tests that need a model
+    but no model package (the shared session installs none); batch norm and dropout give a resume
+    running statistics and RNG state to get right."""
+    from torch import nn
+
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 16, num_classes),
+    )
