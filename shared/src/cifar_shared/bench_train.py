@@ -264,8 +264,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides for every row, as for *-train")
     args = parser.parse_args(argv)
     setup_logging(Path(tempfile.mkdtemp(prefix="cifar-bench-")) / "bench.log")  # *-train's quiet console
-    logging.getLogger("cifar_shared.run").setLevel(logging.WARNING)  # no epoch lines between the rows
-    figures = run_bench(args)
+    epoch_lines = logging.getLogger("cifar_shared.run")
+    level = epoch_lines.level
+    epoch_lines.setLevel(logging.WARNING)  # no epoch lines between the rows
+    try:
+        figures = run_bench(args)
+    finally:
+        epoch_lines.setLevel(level)
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2))
 
