@@ -200,3 +200,16 @@ def test_auto_flags_follow_the_device(monkeypatch):
         assert engine.resolve_determinism({"deterministic": True, "accelerator": "auto"}) == {"deterministic": True, "benchmark": None}
     with pytest.raises(UserError, match=r"channels_last='yes' is invalid: it must be true, false or auto"):
         check_config(OmegaConf.create({"channels_last": "yes"}))
+
+
+def test_batch_mean_weights_each_batch_by_its_size():
+    """The loss mean of an epoch is per sample: torchmetrics' MeanMetric (checks on) is the reference."""
+    from torchmetrics import MeanMetric
+
+    from cifar_shared.engine.metrics import BatchMean
+
+    ours, reference = BatchMean(), MeanMetric()
+    for value, n in [(1.0, 10), (3.0, 30), (0.5, 7)]:
+        ours.update(torch.tensor(value), weight=n)
+        reference.update(torch.tensor(value), weight=n)
+    assert ours.compute().item() == pytest.approx(reference.compute().item()) == pytest.approx((10 + 90 + 3.5) / 47)

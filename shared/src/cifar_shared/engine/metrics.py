@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
+import torch
+from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
     MulticlassAccuracy,
     MulticlassF1Score,
@@ -27,3 +28,26 @@ def classification_metrics(num_classes: int, prefix: str) -> MetricCollection:
     if num_classes > 5:
         metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro", **quiet)
     return MetricCollection(metrics, prefix=prefix)
+
+
+class BatchMean(Metric):
+    """Per-sample mean of per-batch values (e.g. the loss), weighted by batch size.
+
+    Why not ``torchmetrics.MeanMetric``: its NaN check reads every update back to the host (a GPU
+    sync per step), and its ``nan_strategy="disable"`` drops the weights (torchmetrics 1.9).
+    A NaN loss stops the run anyway (``RunGuard``).
+    """
+
+    full_state_update = False
+
+    def __init__(self):
+        super().__init__()
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("count", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, value: torch.Tensor, weight: int | float) -> None:
+        self.total += value.detach().float().sum() * weight
+        self.count += weight
+
+    def compute(self) -> torch.Tensor:
+        return self.total / self.count

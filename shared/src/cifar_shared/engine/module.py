@@ -8,10 +8,10 @@ import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MaxMetric, MeanMetric
+from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from cifar_shared.engine.metrics import classification_metrics
+from cifar_shared.engine.metrics import BatchMean, classification_metrics
 
 
 class ClassificationModule(pl.LightningModule):
@@ -43,8 +43,7 @@ class ClassificationModule(pl.LightningModule):
         self.train_metrics = classification_metrics(num_classes, "train/")
         self.val_metrics = classification_metrics(num_classes, "val/")
         self.test_metrics = classification_metrics(num_classes, "test/")
-        # nan_strategy="disable": the NaN check is a GPU sync per step; RunGuard stops a diverged run
-        self.train_loss, self.val_loss, self.test_loss = (MeanMetric(nan_strategy="disable") for _ in range(3))
+        self.train_loss, self.val_loss, self.test_loss = BatchMean(), BatchMean(), BatchMean()  # no GPU sync per step
         self.val_acc_best = MaxMetric()
         self.val_acc_best.persistent(True)  # survives resume
         self.test_confusion = MulticlassConfusionMatrix(num_classes, validate_args=False)
