@@ -102,12 +102,9 @@ def engine_run(cfg, dm, warmup: int, steps: int, profile_steps: int = 0) -> dict
                 self.profile = KernelProfile(pl_module.device).__enter__()
             if profile_steps and step == warmup + steps + profile_steps:
                 self.profile.__exit__(None, None, None)
+                trainer.should_stop = True  # (a callback's return value is ignored; max_steps bounds the run too)
+            elif not self.clock.tick(step, batch[1].shape[0]) and not profile_steps:
                 trainer.should_stop = True
-                return -1
-            if not self.clock.tick(step, batch[1].shape[0]) and not profile_steps:
-                trainer.should_stop = True
-                return -1  # Lightning: skip the rest of the epoch
-            return None
 
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     dm.channels_last = gpu_flag(cfg, "channels_last")
