@@ -44,3 +44,16 @@ def test_counting_shifts_neither_the_rng_nor_the_weights_nor_the_grads(tmp_path)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
     assert all(p.grad is None for p in net.parameters()) and net.training
     assert "1,397 parameters (1,397 trainable); FLOPs per image: forward 0.016 M, forward+backward 0.035 M" in text
+
+
+def test_counting_a_compiled_net_compiles_nothing(tmp_path):
+    """``compile: auto`` compiles the net in place before the run counts it; tracing torchinfo's
+    hooks then recompiled to dynamo's limit before the first step (seen on an H200)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    net = tiny_net()
+    net.compile()
+    counters.clear()
+    write_model_info(net, "tiny", (3, 8, 8), tmp_path / "model_info.txt")
+    assert sum(counters["frames"].values()) == 0, dict(counters["frames"])

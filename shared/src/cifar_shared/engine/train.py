@@ -187,7 +187,9 @@ def write_model_info(net: torch.nn.Module, header: str, image_shape: tuple[int, 
     from torchinfo import summary
 
     stats = stats or model_stats(net, image_shape)
-    with torch.random.fork_rng(devices=[]):  # its random input must not shift the run's random stream
+    # fork_rng: its random input must not shift the run's random stream; force_eager: under
+    # torch.compile its hooks were traced too, recompiling to dynamo's limit (warnings, wasted time)
+    with torch.random.fork_rng(devices=[]), torch.compiler.set_stance("force_eager"):
         table = summary(net, input_size=(1, *image_shape), device="cpu", mode="eval", verbose=0, depth=3,
                         col_names=("input_size", "output_size", "num_params"))
     text = f"{header}\n{stats.line()}\n{table}\n"
