@@ -113,3 +113,13 @@ def test_the_diagnosis_names_the_layer_with_dead_units(tmp_path):
     record, _, _, _ = _fit_one_step(tmp_path, net, dead_threshold=0.4)
     assert [d for d in record["diagnoses"] if "dead" in d] == [
         "1: 3 of 6 units dead (50% > 40%, zero for every sample of the batch); lower the lr, check the bias/init before it, or use LeakyReLU"]
+
+
+def test_a_zero_tensor_has_no_update_ratio(tmp_path):
+    """A BatchNorm bias starts at zero: its update/weight ratio is undefined, not 1e9."""
+    net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    record, _, before, _ = _fit_one_step(tmp_path, net)
+    params = {p["name"]: p for p in record["params"]}
+    assert not before["1.bias"].any()
+    assert params["1.bias"]["update_ratio"] is None
+    assert params["1.weight"]["update_ratio"] > 0 and params["0.weight"]["update_ratio"] > 0

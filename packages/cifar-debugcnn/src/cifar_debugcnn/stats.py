@@ -38,12 +38,17 @@ def grad_norms(named_params) -> dict[str, torch.Tensor | None]:
 
 
 def update_ratios(before: dict[str, torch.Tensor], named_params) -> dict[str, torch.Tensor]:
-    """||w_after - w_before|| / ||w_before|| per parameter tensor: ~1e-3 is the usual healthy size."""
+    """||w_after - w_before|| / ||w_before|| per parameter tensor: ~1e-3 is the usual healthy size.
+
+    Left out for an all-zero tensor (a BatchNorm bias at init), where the ratio has no meaning (it
+    printed as 5.7e9 for the first step's biases)."""
     out = {}
     for name, p in named_params:
         if name in before:
             w = before[name]
-            out[name] = torch.linalg.vector_norm(p.detach() - w) / torch.linalg.vector_norm(w).clamp_min(1e-12)
+            norm = torch.linalg.vector_norm(w)
+            if norm > 0:
+                out[name] = torch.linalg.vector_norm(p.detach() - w) / norm
     return out
 
 
