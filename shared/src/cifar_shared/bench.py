@@ -43,6 +43,17 @@ class TextbookCIFAR(Dataset):
         return self.transform(img), self.targets[index]
 
 
+def textbook_loader(data: ImageSet, batch_size: int, mean, std, workers: int, pin_memory: bool = False,
+                    drop_last: bool = False) -> DataLoader:
+    """The tutorial pipeline: PIL crop (4 px padding) + flip, to-tensor, normalize, in workers."""
+    import torchvision.transforms as T
+
+    size = data.images.shape[-1]
+    transform = T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(mean, std)])
+    return DataLoader(TextbookCIFAR(data, transform), batch_size=batch_size, shuffle=True, drop_last=drop_last,
+                      num_workers=workers, pin_memory=pin_memory, persistent_workers=workers > 0)
+
+
 def images_per_second(loader, epochs: int) -> float:
     """Wall time to draw every training batch of ``epochs`` epochs (after one warm-up epoch)."""
     for _ in loader:
@@ -57,8 +68,6 @@ def images_per_second(loader, epochs: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import torchvision.transforms as T
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="CIFAR-10 folder (default: the real subset beside the repo, else synthetic)")
     parser.add_argument("--batch-size", type=int, default=128)
@@ -80,10 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         data.images, data.labels, args.batch_size, MEAN, STD, ShardedPermutation(len(data), seed=0),
         BatchAugment(AugmentPolicy(crop_padding=4, flip=True)), device=args.device,
     )
-    textbook = DataLoader(
-        TextbookCIFAR(data, T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])),
-        batch_size=args.batch_size, shuffle=True, num_workers=args.workers, persistent_workers=args.workers > 0,
-    )
+    textbook = textbook_loader(data, args.batch_size, MEAN, STD, args.workers)
     fast_ips = images_per_second(fast, args.epochs)
     slow_ips = images_per_second(textbook, args.epochs)
     print(f"data: {source}, {len(data)} images, batch {args.batch_size}, {args.epochs} epochs after 1 warm-up")

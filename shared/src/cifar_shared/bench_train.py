@@ -194,19 +194,14 @@ def plain_loop(net, optimizer, batches, precision: str, device: torch.device, wa
 
 
 def textbook_run(cfg, dm, precision: str, device: torch.device, warmup: int, steps: int, workers: int) -> dict:
-    import torchvision.transforms as T
     from hydra.utils import instantiate
-    from torch.utils.data import DataLoader
 
-    from cifar_shared.bench import TextbookCIFAR
+    from cifar_shared.bench import textbook_loader
 
     torch.manual_seed(cfg.seed)
     net = instantiate(cfg.model, num_classes=dm.num_classes).to(device)
     optimizer = instantiate(cfg.optim)(params=net.parameters())
-    size = dm.image_shape[-1]
-    transform = T.Compose([T.RandomCrop(size, padding=4), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(dm.mean, dm.std)])
-    loader = DataLoader(TextbookCIFAR(dm.train_set, transform), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                        num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
+    loader = textbook_loader(dm.train_set, cfg.batch_size, dm.mean, dm.std, workers, pin_memory=device.type == "cuda", drop_last=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     ips = plain_loop(net, optimizer, lambda: loader, precision, device, warmup, steps, item_every_step=True)
