@@ -33,3 +33,29 @@ def test_ctrl_c_then_a_kill_inside_a_checkpoint_write_then_a_rerun_match_an_unbr
     assert [r["epoch"] for r in b["history"]] == [1, 2]
     assert faults.comparable(b) == faults.comparable(a)
     assert not list(ckpts.glob(".*.partial"))
+
+
+@pytest.mark.slow  # three training runs (workers, RandAugment): on the first Python of the matrix
+@pytest.mark.filterwarnings("ignore:Experiment logs directory")  # the rerun's CSV logger, in the same folder
+def test_a_per_sample_augment_resumes_its_epoch_as_an_unbroken_run_did(tmp_path, capsys, monkeypatch):
+    """RandAugment runs per image in DataLoader workers, which get no mid-epoch checkpoints: a run
+    stopped in epoch 2 resumes from epoch 1's end and must replay epoch 2 as the unbroken run ran it
+    (order, augmentation, dropout). It did not while the transforms drew from a process's running
+    RNG, or while the workers got their first indices before Lightning set the resumed epoch (see
+    ``data.per_sample``). In this process (Ctrl-C, no kill): the rerun is what goes wrong."""
+    per_sample = ["augment=randaug", "data.num_workers=2"]
+    unbroken, _ = tiny_config(tmp_path / "unbroken", *UNBROKEN, *per_sample)
+    broken, cfg = tiny_config(tmp_path / "broken", *per_sample)
+    n = steps_per_epoch(cfg)
+    code, _, err = run_in_process(unbroken, capsys)
+    assert code == 0, err[-3000:]
+    monkeypatch.setenv("CIFAR_FAULT", f"sigint:{n + n // 2}")
+    code, _, err = run_in_process(broken, capsys)
+    assert code == 130 and f"interrupted at epoch 2 step {n // 2}" in err, err[-3000:]
+    monkeypatch.delenv("CIFAR_FAULT")
+    code, _, err = run_in_process(broken, capsys)
+    assert code == 0, err[-3000:]
+    assert "resuming from" in (tmp_path / "broken" / "train.log").read_text()
+    a, b = faults.load(tmp_path / "unbroken"), faults.load(tmp_path / "broken")
+    assert [r["epoch"] for r in b["history"]] == [1, 2]
+    assert faults.comparable(b) == faults.comparable(a)

@@ -5,10 +5,15 @@ any albumentations pipeline; it yields the same batch contract (float32 N×3×H�
 labels) and uses the same ``ShardedPermutation``. ``per_sample_transform`` picks the library:
 albumentations for the policies it has always run (crop, flip, affine, cutout), torchvision v2 for
 a policy with any of the newer keys (RandAugment, rotate, colour jitter, grayscale, resized crop).
+
+Each batch's random draws are seeded from (run seed, epoch, the batch's first index), never from a
+process's running RNG: an epoch's augmentation is then the same in a resumed run as in an unbroken
+one, whatever the number of workers, and loading batches leaves the training process's RNG alone.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -21,18 +26,59 @@ from cifar_shared.errors import UserError
 
 
 class ImageSetDataset(Dataset):
-    """Serves HWC uint8 numpy images to a per-image transform returning a CHW float tensor."""
+    """Serves HWC uint8 numpy images to a per-image transform returning a CHW float tensor.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[np.ndarray], torch.Tensor]):
+    A batch of ``(epoch, index)`` keys (what ``per_sample_loader``'s sampler yields) is transformed
+    with torch's CPU generator, and the transform's own generators (``reseed``), seeded from
+    ``(seed, epoch, first index)``; the caller's torch RNG state is restored afterwards."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, transform: Callable[[np.ndarray], torch.Tensor],
+                 seed: int = 0):
         self.images = images.permute(0, 2, 3, 1).contiguous().numpy()
         self.labels = labels
         self.transform = transform
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, i) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(i, tuple):
+            return self.__getitems__([i])[0]
         return self.transform(self.images[i]), self.labels[i]
+
+    def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # Why: a process's running RNG differs after a resume. Persistent workers carry theirs over
+        # from earlier epochs (a resumed run starts fresh ones); with num_workers=0 the transforms
+        # drew from the training process's generator, from which DataLoader also drew its base seed
+        # when Lightning built the iterator, before the resume restored the RNG (one draw off).
+        epoch, first = keys[0]
+        seed = int(np.random.SeedSequence((self.seed, epoch, first)).generate_state(1)[0])
+        state = torch.get_rng_state()
+        try:
+            torch.default_generator.manual_seed(seed)
+            if hasattr(self.transform, "reseed"):
+                self.transform.reseed(seed)
+            return [(self.transform(self.images[i]), self.labels[i]) for _, i in keys]
+        finally:
+            torch.set_rng_state(state)
+
+
+class _EpochKeys:
+    """The sampler's indices as ``(epoch, index)`` keys, so workers know the epoch they serve."""
+
+    def __init__(self, sampler: ShardedPermutation):
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __iter__(self):
+        epoch = self.sampler.epoch
+        return ((epoch, i) for i in self.sampler)
+
+    def __len__(self) -> int:
+        return len(self.sampler)
 
 
 ALBUMENTATIONS_KEYS = ("crop_padding", "flip", "cutout", "cutout_p", "affine")
@@ -62,7 +108,7 @@ class _Torchvision:
 def torchvision_transform(policy: AugmentPolicy, mean: Sequence[float], std: Sequence[float], image_size: int = 32):
     """The ``AugmentPolicy`` as torchvision v2 transforms on uint8 tensors, in the order the batched
     path applies it: RandAugment, crop+flip, resized crop, affine, rotate, colour, normalize, cutout.
-    Randomness comes from torch's generator, which DataLoader seeds per worker from the run's seed."""
+    Randomness comes from torch's CPU generator, which ``ImageSetDataset`` seeds for each batch."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms import v2 as T
 
@@ -135,8 +181,31 @@ def albumentations_transform(
             )
         )
     ops += [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
-    compose = A.Compose(ops, seed=seed)
-    return lambda image: compose(image=image)["image"]
+    return _Albumentations(A.Compose(ops, seed=seed))
+
+
+class _Albumentations:
+    """Picklable wrapper; albumentations draws from its own generators, which ``reseed`` sets."""
+
+    def __init__(self, compose):
+        self.compose = compose
+
+    def reseed(self, seed: int) -> None:
+        self.compose.set_random_state(np.random.default_rng(seed), random.Random(seed))
+
+    def __call__(self, image: np.ndarray) -> torch.Tensor:
+        return self.compose(image=image)["image"]
+
+
+class _PerSampleLoader(DataLoader):
+    """A DataLoader that builds its iterator at the first batch, not at ``iter()``."""
+
+    def __iter__(self):
+        # Why: with workers, building the iterator already reads the sampler (the epoch's first
+        # batches are sent to the workers); Lightning calls ``iter()`` on the train loader before it
+        # sets the sampler's epoch, and a resumed run trains its first epoch on that iterator, which
+        # then replayed epoch 1's order.
+        yield from super().__iter__()
 
 
 def per_sample_loader(
@@ -148,12 +217,14 @@ def per_sample_loader(
     num_workers: int = 2,
     drop_last: bool = False,
 ) -> DataLoader:
-    return DataLoader(
-        ImageSetDataset(images, labels, transform),
+    return _PerSampleLoader(
+        ImageSetDataset(images, labels, transform, seed=sampler.seed),
         batch_size=batch_size,
-        sampler=sampler,
+        sampler=_EpochKeys(sampler),
         num_workers=num_workers,
         drop_last=drop_last,
         persistent_workers=num_workers > 0,
         pin_memory=torch.cuda.is_available(),
+        # its own generator: building an iterator would otherwise draw a seed from the global one
+        generator=torch.Generator().manual_seed(sampler.seed),
     )
