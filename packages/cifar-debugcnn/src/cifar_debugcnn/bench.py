@@ -66,13 +66,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from cifar_debugcnn.probes import LayerProbes
     from cifar_shared.data.datamodule import ImageDataModule
-    from cifar_shared.engine.cli import compose_config
+    from cifar_shared.engine.cli import compose_config, fail, one_line
     from cifar_shared.engine.module import ClassificationModule
 
-    cfg = compose_config("cifar_debugcnn.conf", [
-        "data=synthetic", "data.train_size=4660", "data.test_size=10", *args.overrides,
-        f"epochs={args.epochs}", "data.val_fraction=0.2",
-    ])
+    # synthetic data the size of the real subset, unless the overrides pick a data source
+    data = [] if any(o.startswith("data=") for o in args.overrides) else ["data=synthetic", "data.train_size=4660", "data.test_size=10"]
+    try:
+        cfg = compose_config("cifar_debugcnn.conf", [*data, *args.overrides, f"epochs={args.epochs}", "data.val_fraction=0.2"])
+    except Exception as e:  # Hydra's composition errors: one line, exit 2
+        fail(one_line(e))
     pl.seed_everything(cfg.seed, verbose=False)
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed)
     module = ClassificationModule(instantiate(cfg.model, num_classes=dm.num_classes), dm.num_classes,
