@@ -60,6 +60,14 @@ def test_color_jitter_matches_torchvision_per_image_factors_and_order():
     assert len({tuple(o.tolist()) for o in order}) > 1  # the images do not share one order
 
 
+def test_color_jitter_on_subsets_equals_every_image_through_every_op():
+    """The CPU's way (each op on the images that picked it) and the GPU's (all images, ``where``)."""
+    x = images(n=32)
+    jit = ColorJitterPolicy(brightness=0.4, contrast=0.4, saturation=0.4, hue=0.1)
+    torch.testing.assert_close(color_jitter(x, jit, 0.8, gen(5), by_subset=True),
+                               color_jitter(x, jit, 0.8, gen(5), by_subset=False), atol=1e-6, rtol=1e-6)
+
+
 def test_hue_matches_torchvision_per_image():
     x = images()
     shifts = torch.linspace(-0.5, 0.5, 6)

@@ -203,34 +203,51 @@ def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
     return _hsv_to_rgb(torch.stack((h, s, v), 1))
 
 
-def color_jitter(x: torch.Tensor, policy: ColorJitterPolicy, p: float, g: torch.Generator) -> torch.Tensor:
+def _brightness(y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(y, torch.zeros_like(y), f)
+
+
+def _contrast(y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(y, grayscale(y).mean((1, 2, 3), keepdim=True), f)
+
+
+def _saturation(y: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    return _blend(y, grayscale(y), f)
+
+
+def color_jitter(x: torch.Tensor, policy: ColorJitterPolicy, p: float, g: torch.Generator,
+                 by_subset: bool | None = None) -> torch.Tensor:
     """torchvision's ColorJitter per image on floats in [0, 1]: each image draws its factors and its
-    own order of the four ops (so stage k applies, to each image, the op its order puts k-th)."""
+    own order of the four ops (so stage k applies, to each image, the op its order puts k-th).
+
+    On the CPU each op runs on just the images that picked it at that stage (hue, through HSV, is
+    most of the cost: 4x less work); on a GPU every image goes through every op and ``where`` keeps
+    the picked result, since selecting the images would read their count back to the host
+    (``by_subset`` overrides the choice; both give the same images)."""
+    by_subset = not x.is_cuda if by_subset is None else by_subset
     n = x.shape[0]
-    ops = []
+    ops = []  # (op, its factor per image)
     if policy.brightness:
-        b = _uniform(n, max(0.0, 1 - policy.brightness), 1 + policy.brightness, g).to(x.device)
-        ops.append(lambda y, b=b: _blend(y, torch.zeros_like(y), b))
+        ops.append((_brightness, _uniform(n, max(0.0, 1 - policy.brightness), 1 + policy.brightness, g).to(x.device)))
     if policy.contrast:
-        c = _uniform(n, max(0.0, 1 - policy.contrast), 1 + policy.contrast, g).to(x.device)
-        ops.append(lambda y, c=c: _blend(y, grayscale(y).mean((1, 2, 3), keepdim=True), c))
+        ops.append((_contrast, _uniform(n, max(0.0, 1 - policy.contrast), 1 + policy.contrast, g).to(x.device)))
     if policy.saturation:
-        s = _uniform(n, max(0.0, 1 - policy.saturation), 1 + policy.saturation, g).to(x.device)
-        ops.append(lambda y, s=s: _blend(y, grayscale(y), s))
+        ops.append((_saturation, _uniform(n, max(0.0, 1 - policy.saturation), 1 + policy.saturation, g).to(x.device)))
     if policy.hue:
-        h = _uniform(n, -policy.hue, policy.hue, g).to(x.device)
-        ops.append(lambda y, h=h: adjust_hue(y, h))
+        ops.append((adjust_hue, _uniform(n, -policy.hue, policy.hue, g).to(x.device)))
     if not ops:
         return x
     order = torch.argsort(torch.rand(n, len(ops), generator=g, device=g.device), dim=1).to(x.device)  # a random permutation per image
     apply = (torch.rand(n, generator=g, device=g.device) < p).to(x.device).view(-1, 1, 1, 1)
     out = x
     for stage in range(len(ops)):
-        result = out
-        for k, op in enumerate(ops):
-            chosen = (order[:, stage] == k).view(-1, 1, 1, 1)
-            if chosen.any():
-                result = torch.where(chosen, op(out), result)
+        result = out.clone()
+        for k, (op, factor) in enumerate(ops):
+            chosen = order[:, stage] == k
+            if not by_subset:
+                result = torch.where(chosen.view(-1, 1, 1, 1), op(out, factor), result)
+            elif (idx := chosen.nonzero().squeeze(1)).numel():
+                result[idx] = op(out[idx], factor[idx])
         out = result
     return torch.where(apply, out, x)
 
