@@ -95,15 +95,20 @@ def main(argv: list[str] | None = None) -> None:
     timer = Alternate(probes)
     import logging
 
-    logging.getLogger("cifar_debugcnn").setLevel(logging.WARNING)  # the tables are built, not shown
-    with tempfile.TemporaryDirectory() as out:
-        from pytorch_lightning.loggers import TensorBoardLogger
+    quiet = logging.getLogger("cifar_debugcnn")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # the tables are built, not shown
+    try:
+        with tempfile.TemporaryDirectory() as out:
+            from pytorch_lightning.loggers import TensorBoardLogger
 
-        trainer = pl.Trainer(max_epochs=args.epochs, callbacks=[timer, probes], logger=TensorBoardLogger(out, name="", version=""),
-                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                             limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=out, accelerator="cpu")
-        trainer.fit(module, datamodule=dm)
-        watched = len(probes.steps)
+            trainer = pl.Trainer(max_epochs=args.epochs, callbacks=[timer, probes], logger=TensorBoardLogger(out, name="", version=""),
+                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                                 limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=out, accelerator="cpu")
+            trainer.fit(module, datamodule=dm)
+            watched = len(probes.steps)
+    finally:
+        quiet.setLevel(level)  # a caller's logging (tests in one process) stays as it was
     on, off = timer.steps[True], timer.steps[False]
     step_on, step_off = statistics.mean(on), statistics.mean(off)
     epoch_on, epoch_off = statistics.mean(timer.epochs[True]), statistics.mean(timer.epochs[False])
