@@ -33,7 +33,7 @@ import torch
 from omegaconf import OmegaConf, open_dict
 
 from cifar_shared import faults
-from cifar_shared.registry import installed_packages
+from cifar_shared.registry import installed_packages, packages_for_tests
 
 __all__ = ["pytest_generate_tests", "test_kill_and_resume_matches_an_unbroken_run", "test_diverging_run_stops_at_once"]
 
@@ -45,15 +45,9 @@ FAULT_RUN = ["epochs=2", "callbacks.checkpoint.every_n_minutes=1e-9", "logger=cs
 UNBROKEN = ["callbacks.checkpoint.every_n_minutes=null"]
 
 
-def _packages_for(path: Path) -> list[str]:
-    installed = installed_packages()
-    own = [name for name in installed if f"cifar-{name}" in Path(path).resolve().parts]
-    return own or list(installed)
-
-
 def pytest_generate_tests(metafunc):
     if "fault_package" in metafunc.fixturenames:
-        names = _packages_for(metafunc.definition.path)
+        names = packages_for_tests(metafunc.definition.path)
         metafunc.parametrize("fault_package", names or [pytest.param(None, marks=pytest.mark.skip(reason="no model package installed"))])
 
 

@@ -34,9 +34,9 @@ GPU_RUN = ["trainer.accelerator=gpu", "trainer.enable_progress_bar=false", "logg
 
 def pytest_generate_tests(metafunc):
     if "gpu_package" in metafunc.fixturenames:
-        from cifar_shared.testing_faults import _packages_for
+        from cifar_shared.registry import packages_for_tests
 
-        names = _packages_for(metafunc.definition.path)
+        names = packages_for_tests(metafunc.definition.path)
         metafunc.parametrize("gpu_package", names or [pytest.param(None, marks=pytest.mark.skip(reason="no model package installed"))])
 
 
