@@ -52,6 +52,23 @@ def test_lsq_plus_offset_gradient_and_first_batch_init():
     assert q.step.grad.item() == pytest.approx(((0 + 3) + (1 - 1) + (2 - 1.8)) * g)
 
 
+def test_first_batch_init_follows_loaded_state():
+    """Forward reads a Python copy of ``initialized``; loading a state dict (a checkpoint, the LR
+    finder's restore) must reset it: an uninitialised state starts over from the next batch, an
+    initialised one is used as loaded, even in eval mode."""
+    fresh = LsqPlusAct(bits=4).state_dict()
+    q = LsqPlusAct(bits=4).train()
+    q(torch.tensor([[0.0, 1.0, 2.0, 3.0]]))
+    trained = {k: v.clone() for k, v in q.state_dict().items()}
+    q.load_state_dict(fresh)
+    q(torch.tensor([[0.0, 10.0, 20.0, 30.0]]))  # initialises again, from this batch's range
+    assert bool(q.initialized) and q.step.item() == pytest.approx(30 / 15)  # (hi - lo) / (2^4 - 1); loaded: 1.0
+    evaluated = LsqPlusAct(bits=4).eval()
+    evaluated.load_state_dict(trained)
+    x = torch.tensor([[0.1, 1.3, 2.9]])
+    assert not torch.equal(evaluated(x), x)  # quantizes with the loaded step, not a pass-through
+
+
 @pytest.mark.parametrize("bits", [2, 4, 8])
 def test_every_quantized_weight_takes_at_most_2_to_the_b_values_per_output_channel(bits):
     torch.manual_seed(0)

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifar_qvit.quant import LsqPlusAct, is_quantized
+from cifar_qvit.quant import FirstBatchInit, LsqPlusAct, is_quantized
 
 NAME = "qvit"
 
 
-class IRM(nn.Module):
+class IRM(FirstBatchInit):
     """Information rectification: per-head (x - mean + beta) / (gamma * std), mean/std over each
     head's tokens and channels. beta/gamma are set from the first training batch so that the
     module starts as the identity on it; training then moves them (Q-ViT, Sec. 3.2)."""
@@ -27,16 +27,15 @@ class IRM(nn.Module):
         self.eps = eps
         self.beta = nn.Parameter(torch.zeros(heads))
         self.gamma = nn.Parameter(torch.ones(heads))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, N, D)
         mean = x.mean((2, 3), keepdim=True)
         std = (x.var((2, 3), keepdim=True, unbiased=False) + self.eps).sqrt()
-        if not bool(self.initialized) and self.training:
+        if not self._ready and self.needs_init():
             with torch.no_grad():
                 self.beta.copy_(mean.mean((0, 2, 3)).reshape(-1))
                 self.gamma.copy_(1.0 / std.mean((0, 2, 3)).reshape(-1))
-                self.initialized.fill_(True)
+            self.mark_initialized()
         beta, gamma = self.beta.view(1, -1, 1, 1), self.gamma.view(1, -1, 1, 1)
         return (x - mean + beta) / (gamma * std)
 

@@ -62,12 +62,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="qvit-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="tiny", choices=("tiny", "small", "base", "large"))
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (after 2 warm-up steps)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (after 2 warm-up steps, 3 with --compile)")
     parser.add_argument("--bits", type=int, default=4)
     parser.add_argument("--device", default="cpu", help="cpu (steps interleaved) or cuda (one model after the other, with peak memory)")
     parser.add_argument("--dgd", action="store_true", help="QAT with the DGD loss hook and its frozen full-precision teacher")
     parser.add_argument("--gradient-checkpointing", action="store_true", help="recompute each layer's activations in backward")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile both models (as compile=true in training): the quantizers' elementwise passes fuse")
     args = parser.parse_args(argv)
+    warmup = 3 if args.compile else 2  # compiling: the first step compiles, the second recompiles once the quantizers are initialised
 
     torch.manual_seed(0)
     device = torch.device(args.device)
@@ -77,34 +80,37 @@ def main(argv: list[str] | None = None) -> None:
     dtype = torch.bfloat16 if device.type == "cuda" else None
     with tempfile.TemporaryDirectory() as tmp:
         models = build_models(args, Path(tmp))
+        if args.compile:
+            for net, _ in models.values():
+                net.compile()
         if device.type == "cuda":
-            results = sequential(models, x, y, dtype, args.steps, device)
+            results = sequential(models, x, y, dtype, args.steps, device, warmup)
         else:
-            results = interleaved(models, x, y, args.steps)
+            results = interleaved(models, x, y, args.steps, warmup)
     (fp_name, fp), (q_name, q) = results.items()
     where = f"{torch.cuda.get_device_name(device)}, bf16 autocast" if device.type == "cuda" else f"{torch.get_num_threads()} threads"
     print(f"{args.size} ViT ({side} px), batch {args.batch_size}, {where}, gradient checkpointing {args.gradient_checkpointing}, "
-          f"{args.steps} steps each (median):")
+          f"compile {args.compile}, {args.steps} steps each after {warmup} warm-up (median):")
     for name, r in results.items():
         memory = f", peak memory {r['peak_gib']:.2f} GiB" if "peak_gib" in r else ""
         print(f"  {name:<16} step {r['step_s'] * 1000:8.1f} ms  {args.batch_size / r['step_s']:8.1f} images/s{memory}")
     print(f"  ratio {q_name} / {fp_name}: {q['step_s'] / fp['step_s']:.2f}x step time")
 
 
-def interleaved(models, x, y, steps: int) -> dict[str, dict]:
+def interleaved(models, x, y, steps: int, warmup: int = 2) -> dict[str, dict]:
     """CPU: FP, QAT, FP, QAT, ... so a loaded machine slows both alike."""
     fns = {name: step_fn(net, x, y, hook) for name, (net, hook) in models.items()}
     times: dict[str, list[float]] = {name: [] for name in models}
-    for i in range(steps + 2):
+    for i in range(steps + warmup):
         for name, step in fns.items():
             t0 = time.perf_counter()
             step()
-            if i >= 2:
+            if i >= warmup:
                 times[name].append(time.perf_counter() - t0)
     return {name: {"step_s": statistics.median(t)} for name, t in times.items()}
 
 
-def sequential(models, x, y, dtype, steps: int, device: torch.device) -> dict[str, dict]:
+def sequential(models, x, y, dtype, steps: int, device: torch.device, warmup: int = 2) -> dict[str, dict]:
     """GPU: one model at a time on the device, so each peak memory is its own (weights, AdamW, activations, teacher)."""
     out = {}
     for name, (net, hook) in list(models.items()):
@@ -112,12 +118,12 @@ def sequential(models, x, y, dtype, steps: int, device: torch.device) -> dict[st
         torch.cuda.reset_peak_memory_stats(device)
         net.to(device)
         step, times = step_fn(net, x, y, hook, dtype), []
-        for i in range(steps + 2):
+        for i in range(steps + warmup):
             torch.cuda.synchronize(device)
             t0 = time.perf_counter()
             step()
             torch.cuda.synchronize(device)
-            if i >= 2:
+            if i >= warmup:
                 times.append(time.perf_counter() - t0)
         out[name] = {"step_s": statistics.median(times), "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}
         net.to("cpu")

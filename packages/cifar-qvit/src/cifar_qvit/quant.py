@@ -88,7 +88,35 @@ class LsqWeight(nn.Module):
         return torch.clamp(weight / s, self.qn, self.qp).round().long()
 
 
-class LsqPlusAct(nn.Module):
+class FirstBatchInit(nn.Module):
+    """A module whose parameters are set from its first training batch.
+
+    The ``initialized`` buffer is saved with the weights; forward reads a Python copy of it, since
+    reading the buffer every step is a GPU->host sync per module, and a graph break under
+    torch.compile (it was, in every quantizer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
+        self._ready = False
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._ready = False  # reread the loaded buffer at the next forward (a checkpoint, the LR finder's restore)
+
+    def needs_init(self) -> bool:
+        """True when this forward should initialise from its batch: training, and not done yet."""
+        if not self._ready and bool(self.initialized):
+            self._ready = True
+        return not self._ready and self.training
+
+    @torch.no_grad()
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._ready = True
+
+
+class LsqPlusAct(FirstBatchInit):
     """LSQ+: unsigned codes in [0, 2^b-1] with a learnable step and offset (``beta``).
 
     ``channels``/``dim``: one step and offset per slice of that dimension (per head for queries,
@@ -103,7 +131,6 @@ class LsqPlusAct(nn.Module):
         self.qn, self.qp = 0, 2**bits - 1
         self.step = nn.Parameter(torch.ones(channels))
         self.beta = nn.Parameter(torch.zeros(channels))
-        self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
 
     def _shape(self, x: torch.Tensor) -> list[int]:
         shape = [1] * x.dim()
@@ -121,13 +148,14 @@ class LsqPlusAct(nn.Module):
         step = ((hi - lo) / (self.qp - self.qn)).clamp_min(1e-8)
         self.step.copy_(step.reshape(-1).expand_as(self.step))
         self.beta.copy_((lo - self.qn * step).reshape(-1).expand_as(self.beta))
-        self.initialized.fill_(True)
+        self.mark_initialized()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not bool(self.initialized):
-            if not self.training:
+        if not self._ready:
+            if self.needs_init():
+                self._init(x)
+            elif not self._ready:  # eval mode before any training batch: pass through
                 return x
-            self._init(x)
         n = x.numel() / x.shape[0] / (self.step.numel() if self.step.numel() > 1 else 1)
         g = 1.0 / math.sqrt(n * self.qp)
         shape = self._shape(x)
