@@ -49,3 +49,26 @@ def test_images_are_resized_to_the_model_input(monkeypatch):
     with torch.no_grad():
         net(torch.randn(2, 3, 24, 24))
     assert seen[0][-2:] == (32, 32)
+
+
+def test_first_batch_init_runs_once_and_again_after_loading_a_fresh_state():
+    """The quantizers and IRM set themselves in an eager pass before the first training step (so a
+    compiled step never traces it); loading an uninitialised state dict (the LR finder's restore)
+    makes the next training batch set them again, and the pass leaves the RNG as it found it."""
+    from cifar_qvit.quant import FirstBatchInit
+
+    torch.manual_seed(0)
+    net = QViT(10, pretrained=None, size="tiny").train()
+    fresh = {k: v.clone() for k, v in net.state_dict().items()}
+    parts = [m for m in net.modules() if isinstance(m, FirstBatchInit)]
+    assert parts and not any(m._ready for m in parts)
+    x = torch.randn(4, 3, 32, 32)
+    state = torch.get_rng_state()
+    with torch.no_grad():
+        net._init_from_first_batch(x)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(m._ready and bool(m.initialized) for m in parts)
+    net.load_state_dict(fresh)
+    assert not any(m._ready for m in parts)
+    net(x)
+    assert all(m._ready and bool(m.initialized) for m in parts)

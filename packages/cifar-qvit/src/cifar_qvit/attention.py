@@ -28,14 +28,19 @@ class IRM(FirstBatchInit):
         self.beta = nn.Parameter(torch.zeros(heads))
         self.gamma = nn.Parameter(torch.ones(heads))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, N, D)
+    def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean = x.mean((2, 3), keepdim=True)
-        std = (x.var((2, 3), keepdim=True, unbiased=False) + self.eps).sqrt()
-        if not self._ready and self.needs_init():
-            with torch.no_grad():
-                self.beta.copy_(mean.mean((0, 2, 3)).reshape(-1))
-                self.gamma.copy_(1.0 / std.mean((0, 2, 3)).reshape(-1))
-            self.mark_initialized()
+        return mean, (x.var((2, 3), keepdim=True, unbiased=False) + self.eps).sqrt()
+
+    def _init(self, x: torch.Tensor) -> None:
+        mean, std = self._stats(x)
+        self.beta.copy_(mean.mean((0, 2, 3)).reshape(-1))
+        self.gamma.copy_(1.0 / std.mean((0, 2, 3)).reshape(-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, H, N, D)
+        if self.needs_init():
+            self.init_from_batch(x)
+        mean, std = self._stats(x)
         beta, gamma = self.beta.view(1, -1, 1, 1), self.gamma.view(1, -1, 1, 1)
         return (x - mean + beta) / (gamma * std)
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from cifar_qvit.attention import QAttention
 from cifar_qvit.attention import register as register_attention
-from cifar_qvit.quant import QuantConv2d, QuantLinear, is_quantized
+from cifar_qvit.quant import FirstBatchInit, QuantConv2d, QuantLinear, is_quantized
 from cifar_shared.errors import UserError
 
 log = logging.getLogger("cifar_qvit.model")
@@ -149,6 +149,7 @@ class QViT(nn.Module):
             self.hf.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.quantized = self._quantize(nbits_w, nbits_a, dict(layer_bits or {}), quant_attention, irm)
         self.capture_qk: bool | None = None  # None: capture queries/keys while training
+        self._first_batch_seen = False
         self._attention = attention_modules(self.hf)  # a plain list: not registered twice
         if pretrained is not None and load_weights:
             self._check_preprocessing(pretrained, image_mean, image_std)
@@ -230,4 +231,21 @@ class QViT(nn.Module):
             module.capture_qk = capture
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        if self.training and not self._first_batch_seen:
+            self._init_from_first_batch(x)
         return self.hf(pixel_values=x).logits
+
+    @torch.compiler.disable
+    @torch.no_grad()
+    def _init_from_first_batch(self, x: torch.Tensor) -> None:
+        """The quantizers and IRM set themselves from the first training batch, here in an eager pass
+        of its own (the same values as within the step): a compiled forward then never traces that
+        one-off branch, whose graph break inside transformers' layers made dynamo run them eagerly."""
+        if any(isinstance(m, FirstBatchInit) and not m._ready for m in self.modules()):
+            with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):  # its dropout draws are not the run's
+                self.hf(pixel_values=x)
+        self._first_batch_seen = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._first_batch_seen = False  # the next training batch checks the loaded quantizers again

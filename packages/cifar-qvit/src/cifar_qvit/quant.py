@@ -89,31 +89,35 @@ class LsqWeight(nn.Module):
 
 
 class FirstBatchInit(nn.Module):
-    """A module whose parameters are set from its first training batch.
+    """A module whose parameters are set from its first training batch (``init_from_batch``).
 
-    The ``initialized`` buffer is saved with the weights; forward reads a Python copy of it, since
-    reading the buffer every step is a GPU->host sync per module, and a graph break under
-    torch.compile (it was, in every quantizer)."""
+    The ``initialized`` buffer is saved with the weights; forward reads a Python copy of it, set
+    when a state dict is loaded: reading the buffer every step was a GPU->host sync per module,
+    and a graph break under torch.compile that made dynamo give up compiling the layers around it."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("initialized", torch.zeros((), dtype=torch.bool))
         self._ready = False
 
-    def _load_from_state_dict(self, *args, **kwargs):
-        super()._load_from_state_dict(*args, **kwargs)
-        self._ready = False  # reread the loaded buffer at the next forward (a checkpoint, the LR finder's restore)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if prefix + "initialized" in state_dict:  # a checkpoint, the LR finder's restore
+            self._ready = bool(state_dict[prefix + "initialized"])
 
     def needs_init(self) -> bool:
         """True when this forward should initialise from its batch: training, and not done yet."""
-        if not self._ready and bool(self.initialized):
-            self._ready = True
         return not self._ready and self.training
 
+    @torch.compiler.disable  # once per run; compiled steps after it never see this branch
     @torch.no_grad()
-    def mark_initialized(self) -> None:
+    def init_from_batch(self, x: torch.Tensor) -> None:
+        self._init(x)
         self.initialized.fill_(True)
         self._ready = True
+
+    def _init(self, x: torch.Tensor) -> None:
+        raise NotImplementedError
 
 
 class LsqPlusAct(FirstBatchInit):
@@ -148,14 +152,12 @@ class LsqPlusAct(FirstBatchInit):
         step = ((hi - lo) / (self.qp - self.qn)).clamp_min(1e-8)
         self.step.copy_(step.reshape(-1).expand_as(self.step))
         self.beta.copy_((lo - self.qn * step).reshape(-1).expand_as(self.beta))
-        self.mark_initialized()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self._ready:
-            if self.needs_init():
-                self._init(x)
-            elif not self._ready:  # eval mode before any training batch: pass through
+            if not self.training:  # eval mode before any training batch: pass through
                 return x
+            self.init_from_batch(x)
         n = x.numel() / x.shape[0] / (self.step.numel() if self.step.numel() > 1 else 1)
         g = 1.0 / math.sqrt(n * self.qp)
         shape = self._shape(x)
