@@ -142,8 +142,7 @@ class LsqPlusAct(FirstBatchInit):
             shape[self.dim] = self.step.numel()
         return shape
 
-    @torch.no_grad()
-    def _init(self, x: torch.Tensor) -> None:
+    def _init(self, x: torch.Tensor) -> None:  # under init_from_batch's no_grad
         dims = [d for d in range(x.dim()) if not (self.step.numel() > 1 and d == self.dim)]
         xf = x.detach().float()
         mean, std = xf.mean(dims), xf.std(dims)
@@ -154,10 +153,10 @@ class LsqPlusAct(FirstBatchInit):
         self.beta.copy_((lo - self.qn * step).reshape(-1).expand_as(self.beta))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self._ready:
-            if not self.training:  # eval mode before any training batch: pass through
-                return x
+        if self.needs_init():
             self.init_from_batch(x)
+        elif not self._ready:  # eval mode before any training batch: pass through
+            return x
         n = x.numel() / x.shape[0] / (self.step.numel() if self.step.numel() > 1 else 1)
         g = 1.0 / math.sqrt(n * self.qp)
         shape = self._shape(x)

@@ -241,7 +241,7 @@ def color_jitter(x: torch.Tensor, policy: ColorJitterPolicy, p: float, g: torch.
     apply = (torch.rand(n, generator=g, device=g.device) < p).to(x.device).view(-1, 1, 1, 1)
     out = x
     for stage in range(len(ops)):
-        result = out.clone()
+        result = out.clone() if by_subset else out  # the subset way writes into it
         for k, (op, factor) in enumerate(ops):
             chosen = order[:, stage] == k
             if not by_subset:
