@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from cifar_qvit.attention import IRM
 from cifar_qvit.model import QViT
-from cifar_qvit.quant import LsqPlusAct, LsqWeight, QuantLinear
+from cifar_qvit.quant import LsqPlusAct, LsqWeight, QuantLinear, lsq_quantize
 
 
 def test_lsq_step_gradient_matches_the_paper_on_a_hand_made_example():
@@ -50,6 +51,59 @@ def test_lsq_plus_offset_gradient_and_first_batch_init():
     g = 1 / math.sqrt(4 * 3)
     assert q.beta.grad.item() == pytest.approx(2 * g)  # d/dbeta: 1 where clipped, 0 inside (STE)
     assert q.step.grad.item() == pytest.approx(((0 + 3) + (1 - 1) + (2 - 1.8)) * g)
+
+
+def _composed_lsq(x, step, beta, qn, qp, g):
+    """LSQ+ as the papers write it, from autograd's parts: round with a straight-through
+    estimator, and the step/offset gradients scaled by g."""
+    round_ste = lambda t: (t.round() - t).detach() + t
+    scaled = lambda t: (t - t * g).detach() + t * g
+    s, b = scaled(step), scaled(beta) if beta is not None else 0.0
+    return round_ste(((x - b) / s).clamp(qn, qp)) * s + b
+
+
+@pytest.mark.parametrize("case", ["per-tensor offset", "per-head offset", "per-channel weight"])
+def test_one_node_lsq_equals_the_composed_formula(case):
+    """Values and all three gradients of the one-node quantizer equal the textbook composition,
+    on values that fall inside, below and above the range."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 5, 6) * 3
+    shape, with_beta, (qn, qp) = {"per-tensor offset": ((1, 1, 1, 1), True, (0, 15)),
+                                  "per-head offset": ((1, 3, 1, 1), True, (0, 15)),
+                                  "per-channel weight": ((4, 1, 1, 1), False, (-8, 7))}[case]
+    step = (torch.rand(shape) * 0.5 + 0.2).requires_grad_()
+    beta = (torch.randn(shape) * 0.5).requires_grad_() if with_beta else None
+    grads = []
+    for fn in (lsq_quantize, _composed_lsq):
+        xi = x.clone().requires_grad_()
+        out = fn(xi, step, beta, qn, qp, 0.37)
+        out.backward(torch.cos(x))  # a gradient that differs per element
+        grads.append([out.detach(), xi.grad] + [p.grad.clone() for p in (step, beta) if p is not None])
+        for p in (step, beta):
+            if p is not None:
+                p.grad = None
+    ours, composed = grads
+    for a, b in zip(ours, composed):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    assert 0 < (ours[1] == 0).float().mean() < 1  # some values were clipped, some were not
+
+
+def test_irm_is_the_papers_per_head_rectification_and_starts_near_identity():
+    """IRM (Q-ViT, Sec. 3.2): (x - mean + beta) / (gamma * std) per image and head, over tokens and
+    channels; the first batch sets beta/gamma to the batch's average mean and 1/std."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, 32, 32) * torch.tensor([0.5, 2.0, 4.0]).view(1, 3, 1, 1) + torch.tensor([1.0, -2.0, 0.0]).view(1, 3, 1, 1)
+    irm = IRM(heads=3).train()
+    first = irm(x)
+    off = (first - x).abs().mean((0, 2, 3)) / x.std((0, 2, 3))
+    assert (off < 0.1).all()  # near the identity on its first batch (exact when all images share mean and std)
+    with torch.no_grad():
+        irm.beta.copy_(torch.tensor([0.3, -0.1, 0.7]))
+        irm.gamma.copy_(torch.tensor([1.5, 0.5, 2.0]))
+    mean = x.mean((2, 3), keepdim=True)
+    std = (x.var((2, 3), keepdim=True, unbiased=False) + irm.eps).sqrt()
+    by_formula = (x - mean + irm.beta.view(1, 3, 1, 1)) / (irm.gamma.view(1, 3, 1, 1) * std)
+    torch.testing.assert_close(irm(x), by_formula)
 
 
 def test_first_batch_init_follows_loaded_state():

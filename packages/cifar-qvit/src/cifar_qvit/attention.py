@@ -29,8 +29,8 @@ class IRM(FirstBatchInit):
         self.gamma = nn.Parameter(torch.ones(heads))
 
     def _stats(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean = x.mean((2, 3), keepdim=True)
-        return mean, (x.var((2, 3), keepdim=True, unbiased=False) + self.eps).sqrt()
+        var, mean = torch.var_mean(x, (2, 3), keepdim=True, correction=0)
+        return mean, (var + self.eps).sqrt()
 
     def _init(self, x: torch.Tensor) -> None:
         mean, std = self._stats(x)
@@ -42,14 +42,17 @@ class IRM(FirstBatchInit):
             self.init_from_batch(x)
         mean, std = self._stats(x)
         beta, gamma = self.beta.view(1, -1, 1, 1), self.gamma.view(1, -1, 1, 1)
-        return (x - mean + beta) / (gamma * std)
+        scale = 1.0 / (gamma * std)  # per (image, head): one multiply-add over x, not three passes
+        return torch.addcmul((beta - mean) * scale, x, scale)
 
 
 class QAttention(nn.Module):
-    """The per-head parts of one attention module: IRM on q/k, then LSQ+ on q, k and probabilities."""
+    """The quantized parts of one attention module: IRM on q/k, then LSQ+ per head on q, k and
+    probabilities; and ``qkv_input``, the one LSQ+ quantizer of the projections' shared input."""
 
-    def __init__(self, heads: int, bits: int, irm: bool = True):
+    def __init__(self, heads: int, bits: int, irm: bool = True, qkv_input: LsqPlusAct | None = None):
         super().__init__()
+        self.qkv_input = qkv_input
         self.irm_q, self.irm_k = (IRM(heads), IRM(heads)) if irm else (None, None)
         quant = is_quantized(bits)
         self.q_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
@@ -65,6 +68,20 @@ class QAttention(nn.Module):
 
     def probabilities(self, p: torch.Tensor) -> torch.Tensor:
         return self.p_quant(p) if self.p_quant is not None else p
+
+
+def quantize_qkv_input(module: nn.Module, args: tuple, kwargs: dict):
+    """Forward pre-hook of an attention module: quantize its input once for query, key and value.
+
+    Q-ViT (on DeiT) has one fused qkv layer with one input quantizer; Hugging Face's ViT has three
+    projections reading the same tensor, so quantizing it here keeps the original's one quantizer
+    and does a third of the work. A module without ``qvit.qkv_input`` (the DGD teacher) passes."""
+    quantizer = getattr(getattr(module, "qvit", None), "qkv_input", None)
+    if quantizer is None:
+        return None
+    if args:
+        return (quantizer(args[0]), *args[1:]), kwargs
+    return args, {**kwargs, "hidden_states": quantizer(kwargs["hidden_states"])}
 
 
 def qvit_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifar_qvit.attention import QAttention
+from cifar_qvit.attention import QAttention, quantize_qkv_input
 from cifar_qvit.attention import register as register_attention
-from cifar_qvit.quant import FirstBatchInit, QuantConv2d, QuantLinear, is_quantized
+from cifar_qvit.quant import FirstBatchInit, LsqPlusAct, QuantConv2d, QuantLinear, is_quantized
 from cifar_shared.errors import UserError
 
 log = logging.getLogger("cifar_qvit.model")
@@ -64,6 +64,18 @@ def attention_modules(hf: nn.Module) -> list[nn.Module]:
         if any(layer_role(f"{name}.{child}", m) == "query" for child, m in module.named_children()):
             found.append(module)
     return found
+
+
+def _take_qkv_input_quantizer(attention: nn.Module) -> LsqPlusAct | None:
+    """One input quantizer for the query/key/value projections of ``attention`` (they read the
+    same tensor), taken from them; None when their input bits differ or are not all quantized."""
+    projections = [m for n, m in attention.named_children() if layer_role(n, m) in ("query", "key", "value")]
+    quantizers = [getattr(p, "aq", None) for p in projections]
+    if len(quantizers) != 3 or None in quantizers or len({q.bits for q in quantizers}) != 1:
+        return None
+    for p in projections:
+        p.aq = None
+    return quantizers[0]
 
 
 def _hf_config(pretrained: str | None, size: str, num_classes: int):
@@ -205,13 +217,20 @@ class QViT(nn.Module):
             done.append(f"{name}[{role} W{wbits if is_quantized(wbits) else 32}A{abits if is_quantized(abits) else 32}]")
         heads = self.hf.config.num_attention_heads
         attn_bits = nbits_a if quant_attention else 32
+        use_irm = irm and is_quantized(nbits_a)
+        shared = 0
         for module in attention_modules(self.hf):
-            if is_quantized(attn_bits) or (irm and is_quantized(nbits_a)):
-                module.qvit = QAttention(heads, attn_bits, irm=irm and is_quantized(nbits_a)).to(next(module.parameters()).device)
+            qkv_input = _take_qkv_input_quantizer(module)
+            if is_quantized(attn_bits) or use_irm or qkv_input is not None:
+                module.qvit = QAttention(heads, attn_bits, irm=use_irm, qkv_input=qkv_input).to(next(module.parameters()).device)
+            if qkv_input is not None:
+                module.register_forward_pre_hook(quantize_qkv_input, with_kwargs=True)
+                shared += 1
         if done:
             blocks = self.hf.config.num_hidden_layers
-            log.info("quantized %d layers (%d blocks x 6 + patch embedding + classifier = %d)%s: %s", len(done), blocks,
+            log.info("quantized %d layers (%d blocks x 6 + patch embedding + classifier = %d)%s%s: %s", len(done), blocks,
                      6 * blocks + 2, f"; per-head q/k/attention probabilities at {attn_bits} bits" if is_quantized(attn_bits) else "",
+                     "; query/key/value share one input quantizer per block (Q-ViT's fused qkv)" if shared else "",
                      ", ".join(done))
         return done
 

@@ -19,40 +19,34 @@ def is_quantized(bits: int | None) -> bool:
     return bits is not None and bits not in FULL_PRECISION
 
 
-def round_ste(x: torch.Tensor) -> torch.Tensor:
-    """round() forward, identity backward."""
-    return (x.round() - x).detach() + x
-
-
-def grad_scale(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """x forward, gradient times ``scale`` backward."""
-    return (x - x * scale).detach() + x * scale
-
-
 class _LsqPlus(torch.autograd.Function):
     """s * clamp(round((x - beta) / s), qn, qp) + beta in one autograd node, with LSQ's gradients:
     x: straight-through inside the range, 0 outside; step: (round(v) - v) inside and the clamp
     bound outside (v = (x - beta) / s), times g; beta: the gradient of clipped values, times g.
-    The same values and gradients as composing round_ste/grad_scale, in fewer passes over x.
-    ``step``/``beta`` come broadcastable to x with the same number of dims; beta may be None."""
+
+    Composing round/clamp with straight-through and gradient-scale tricks gives the same values
+    and gradients (tests/test_quant.py checks against that composition) but costs about a dozen
+    passes over x in backward; here forward saves the in-range mask and the step's factor, and
+    backward is one select and the reductions. ``step``/``beta`` come broadcastable to x with the
+    same number of dims; beta may be None."""
 
     @staticmethod
     def forward(ctx, x, step, beta, qn: int, qp: int, g: float):
         v = (x - beta) / step if beta is not None else x / step
-        q = v.round().clamp_(qn, qp)
-        ctx.save_for_backward(v, q)
-        ctx.g, ctx.qn, ctx.qp, ctx.has_beta = g, qn, qp, beta is not None
-        ctx.step_shape = step.shape
-        out = q * step
-        return out + beta if beta is not None else out
+        q = v.clamp(qn, qp)
+        inside = q == v
+        q = q.round_()
+        ctx.save_for_backward(inside, torch.where(inside, q - v, q))
+        ctx.g, ctx.has_beta, ctx.step_shape = g, beta is not None, step.shape
+        return torch.addcmul(beta, q, step) if beta is not None else q * step
 
     @staticmethod
     def backward(ctx, grad):
-        v, q = ctx.saved_tensors
-        inside = (v >= ctx.qn) & (v <= ctx.qp)
-        grad_step = _sum_to(grad * torch.where(inside, q - v, q), ctx.step_shape) * ctx.g
-        grad_beta = _sum_to(grad * ~inside, ctx.step_shape) * ctx.g if ctx.has_beta else None
-        return grad * inside, grad_step, grad_beta, None, None, None
+        inside, step_factor = ctx.saved_tensors
+        grad_x = torch.where(inside, grad, 0.0)
+        grad_step = _sum_to(grad * step_factor, ctx.step_shape) * ctx.g
+        grad_beta = (_sum_to(grad, ctx.step_shape) - _sum_to(grad_x, ctx.step_shape)) * ctx.g if ctx.has_beta else None
+        return grad_x, grad_step, grad_beta, None, None, None
 
 
 def _sum_to(t: torch.Tensor, shape: torch.Size) -> torch.Tensor:
