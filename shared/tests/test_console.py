@@ -4,7 +4,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from cifar_shared import UserError
-from cifar_shared.engine.console import ConsoleFilter, FileFilter
+from cifar_shared.engine.console import ConsoleFilter, FileFilter, quiet_libraries
 from cifar_shared.run_folder import apply_overrides
 
 
@@ -22,6 +22,19 @@ def test_console_keeps_our_lines_and_real_warnings_only():
     assert console.filter(ours) and console.filter(warning)
     assert not console.filter(tip) and not console.filter(gpu) and not console.filter(restoring)
     assert file.filter(restoring) and file.filter(ours) and not file.filter(tip) and not file.filter(gpu)
+
+
+def test_torch_cpu_compile_notice_is_dropped_and_its_other_warnings_kept(caplog):
+    """compile=true on a CPU machine with a CUDA toolkit: torch's own handler would print
+    "No CUDA runtime is found, using CUDA_HOME=..." for nothing a user can act on."""
+    quiet_libraries()
+    quiet_libraries()  # idempotent: one filter, not two
+    lib = logging.getLogger("torch.utils.cpp_extension")
+    assert len(lib.filters) == 1
+    with caplog.at_level(logging.WARNING, logger="torch.utils.cpp_extension"):
+        lib.warning("No CUDA runtime is found, using CUDA_HOME='/usr/local'")
+        lib.warning("Error checking compiler version for c++")
+    assert [r.getMessage() for r in caplog.records] == ["Error checking compiler version for c++"]
 
 
 def test_run_folder_overrides():

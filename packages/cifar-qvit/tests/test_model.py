@@ -37,6 +37,28 @@ def test_layer_bits_preset_and_full_precision_layers():
     assert "fc2" not in text and len(net.quantized) == 5 * 4 + 2
 
 
+def test_query_key_value_share_one_input_quantizer_per_block():
+    """As Q-ViT's fused qkv layer: the three projections' common input is quantized once per block,
+    with the same values as each projection quantizing it alone; mixed input bits keep their own."""
+    torch.manual_seed(0)
+    net = QViT(10, pretrained=None, size="tiny").train()
+    attention = net.attention_modules()[0]
+    shared = attention.qvit.qkv_input
+    assert shared is not None and all(getattr(attention, n).aq is None for n in ("q_proj", "k_proj", "v_proj"))
+    seen = {}
+    for n in ("q_proj", "k_proj", "v_proj"):
+        getattr(attention, n).register_forward_pre_hook(lambda m, args, n=n: seen.__setitem__(n, args[0]))
+    hidden = []
+    attention.register_forward_pre_hook(lambda m, args, kwargs: hidden.append((args or (kwargs["hidden_states"],))[0]), with_kwargs=True, prepend=True)
+    net(torch.randn(4, 3, 32, 32))
+    assert seen["q_proj"] is seen["k_proj"] is seen["v_proj"]  # one quantized tensor feeds all three
+    torch.testing.assert_close(seen["q_proj"], shared(hidden[-1]))
+    assert len(torch.unique(seen["q_proj"])) <= 2**4
+    mixed = QViT(10, pretrained=None, size="tiny", layer_bits={"query": {"a": 8}})
+    attention = mixed.attention_modules()[0]
+    assert attention.qvit.qkv_input is None and attention.q_proj.aq.bits == 8 and attention.k_proj.aq.bits == 4
+
+
 def test_unknown_layer_role_is_a_user_error():
     with pytest.raises(UserError, match="model.layer_bits.head is not a layer role"):
         QViT(10, pretrained=None, size="tiny", layer_bits={"head": {"w": 8}})

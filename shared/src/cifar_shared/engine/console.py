@@ -38,6 +38,19 @@ LIBRARY_WARNINGS = (
 
 LIBRARY_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning", "lightning.pytorch", "lightning.fabric")
 
+# torch's own loggers print through torch's handler, not ours: (logger, message start) to drop.
+# compile=true on a machine with a CUDA toolkit but no GPU: inductor builds C++ kernels for the CPU.
+TORCH_CHATTER = (("torch.utils.cpp_extension", "No CUDA runtime is found"),)
+
+
+class _DropStart(logging.Filter):
+    def __init__(self, start: str):
+        super().__init__()
+        self.start = start
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.start)
+
 
 def is_terminal() -> bool:
     """True when both output streams are terminals: only then can a progress bar redraw in place."""
@@ -72,3 +85,7 @@ def quiet_libraries() -> None:
         lib.propagate = True
     for message, category in LIBRARY_WARNINGS:
         warnings.filterwarnings("ignore", message=message, category=category)
+    for name, start in TORCH_CHATTER:
+        lib = logging.getLogger(name)
+        if not any(isinstance(f, _DropStart) and f.start == start for f in lib.filters):
+            lib.addFilter(_DropStart(start))
