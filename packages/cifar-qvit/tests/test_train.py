@@ -71,6 +71,24 @@ def test_export_reloads_to_identical_predictions(qat_run, capsys):
     assert path.stat().st_size < sum(p.numel() for p in net.parameters()) * 4 / 3
 
 
+def test_export_of_a_checkpoint_from_another_package_version_is_one_line(qat_run, tmp_path):
+    """A run trained before q/k/v shared one input quantizer holds q_proj.aq.* keys instead."""
+    import shutil
+
+    from cifar_qvit.export import load_run
+    from cifar_qvit.model import best_checkpoint
+
+    out, _ = qat_run
+    old = tmp_path / "old-run"
+    shutil.copytree(out, old, ignore=shutil.ignore_patterns("export"))
+    path = best_checkpoint(old)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt["state_dict"] = {k.replace("qvit.qkv_input.", "q_proj.aq."): v for k, v in ckpt["state_dict"].items()}
+    torch.save(ckpt, path)
+    with pytest.raises(UserError, match=r"does not fit this cifar-qvit's model \(e.g. .*qkv_input.*\): it was saved by another version"):
+        load_run(old)
+
+
 def test_dgd_without_a_teacher_run_is_a_user_error(tmp_path, small_config):
     with pytest.raises(UserError, match="loss_hook=dgd needs a teacher: set model.init_from"):
         train(small_config(tmp_path, "loss_hook=dgd"))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from cifar_qvit.model import QViT, load_net_state
+from cifar_qvit.model import QViT, best_checkpoint, load_net_state
 from cifar_qvit.quant import QuantConv2d, QuantLinear
 from cifar_shared.errors import UserError
 
@@ -75,7 +75,10 @@ def load_run(run_dir: str | Path) -> tuple[QViT, dict]:
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
     state = load_net_state(run_dir)
     net = build_net(cfg["model"], int(state["hf.classifier.weight"].shape[0]))
-    net.load_state_dict(state)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise UserError(f"{best_checkpoint(run_dir)} does not fit this cifar-qvit's model (e.g. {(missing or unexpected)[0]}): "
+                        "it was saved by another version of the package; export it with that version, or retrain")
     return net.eval(), cfg
 
 
