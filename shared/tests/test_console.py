@@ -5,7 +5,7 @@ from omegaconf import OmegaConf
 
 from cifar_shared import UserError
 from cifar_shared.engine.console import ConsoleFilter, FileFilter, quiet_libraries
-from cifar_shared.run_folder import apply_overrides
+from cifar_shared.runs.folder import apply_overrides
 
 
 def _record(name: str, level: int, msg: str) -> logging.LogRecord:

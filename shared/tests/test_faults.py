@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from cifar_shared import faults
-from cifar_shared.testing_faults import *  # noqa: F403  (every installed model package; none in the shared nox session)
-from cifar_shared.testing_faults import UNBROKEN, run_in_process, steps_per_epoch, tiny_config
+from cifar_shared.testing import faults
+from cifar_shared.testing.fault_suite import *  # noqa: F403  (every installed model package; none in the shared nox session)
+from cifar_shared.testing.fault_suite import UNBROKEN, run_in_process, steps_per_epoch, tiny_config
 
 
 @pytest.mark.slow  # subprocesses: on the first Python of the matrix

@@ -1,4 +1,4 @@
-"""The parts that make runs survive kills, Ctrl-C and NaN (end to end: cifar_shared.testing_faults)."""
+"""The parts that make runs survive kills, Ctrl-C and NaN (end to end: cifar_shared.testing.fault_suite)."""
 
 import errno
 import os
@@ -24,7 +24,7 @@ from cifar_shared.engine.resilience import (
     load_metric_states,
     metric_states,
 )
-from cifar_shared.faults import comparable
+from cifar_shared.testing.faults import comparable
 
 
 def _row(epoch: int, acc: float) -> dict:

@@ -146,7 +146,7 @@ def test_real_subset_loads(real_subset):
 def test_export_roundtrips_through_the_folder_source(tmp_path, cifar10_root):
     import csv
 
-    from cifar_shared.tools import export_main
+    from cifar_shared.data.tools import export_main
 
     export_main(["--data", "cifar10", "--root", str(cifar10_root), "--out", str(tmp_path / "png")])
     rows = list(csv.DictReader(open(tmp_path / "png" / "train" / "labels.csv")))
@@ -160,7 +160,7 @@ def test_export_roundtrips_through_the_folder_source(tmp_path, cifar10_root):
 
 
 def test_stats_command_prints_config_lines(capsys, cifar10_root):
-    from cifar_shared.tools import stats_main
+    from cifar_shared.data.tools import stats_main
 
     stats_main(["--data", "cifar10", "--root", str(cifar10_root)])
     out = capsys.readouterr().out

@@ -1,1 +1,1 @@
-from cifar_shared.testing_faults import *  # noqa: F403  (the shared fault-injection tests, on this package's model)
+from cifar_shared.testing.fault_suite import *  # noqa: F403  (the shared fault-injection tests, on this package's model)

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from cifar_shared.evaluate import eval_main, predict_main
-from cifar_shared.export import export_main
-from cifar_shared.report import report_main
+from cifar_shared.runs.evaluate import eval_main, predict_main
+from cifar_shared.runs.export import export_main
+from cifar_shared.runs.report import report_main
 
 pytestmark = pytest.mark.slow  # runs of the run-folder commands: once, on the first Python of the nox matrix
 
@@ -44,7 +44,7 @@ def pngs(run_dir, tmp_path_factory) -> Path:
     from omegaconf import OmegaConf
 
     from cifar_shared.data.sources import load_source
-    from cifar_shared.tools import export_images
+    from cifar_shared.data.tools import export_images
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     return export_images(load_source(cfg.data)[1], tmp_path_factory.mktemp("png"), "test")
@@ -86,8 +86,8 @@ def test_eval_on_a_folder_and_predict_agree(run_dir, pngs, tmp_path, in_process)
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_loads_in_a_fresh_process_and_matches(run_dir, pngs, tmp_path, fmt, in_process):
-    from cifar_shared.evaluate import batches, read_images
-    from cifar_shared.run_folder import RunFolder
+    from cifar_shared.runs.evaluate import batches, read_images
+    from cifar_shared.runs.folder import RunFolder
 
     model = tmp_path / f"model.{fmt}"
     out = ok(in_process(export_main, run_dir, "--format", fmt, "--out", model))

@@ -62,7 +62,7 @@ def test_unreadable_checkpoint_is_refused_and_kept(tmp_path, small_config):
 
 
 def test_visualize_writes_figures(run):
-    from cifar_shared.plots import plot_run
+    from cifar_shared.runs.plots import plot_run
 
     out, _ = run
     names = {p.name for p in plot_run(out)}

@@ -1,1 +1,1 @@
-from cifar_shared.testing_gpu import *  # noqa: F403  (the shared GPU tests, on this package's model; skipped without a GPU)
+from cifar_shared.testing.gpu_suite import *  # noqa: F403  (the shared GPU tests, on this package's model; skipped without a GPU)

@@ -14,7 +14,7 @@ def test_bench_train_rows_and_flops(tmp_path, capsys):
     """cifar-bench-train on CPU: textbook, engine and bare-loop rows; FLOP/s = images/s x FLOPs per image."""
     import json
 
-    from cifar_shared.bench_train import main
+    from cifar_shared.bench.train import main
 
     out = tmp_path / "bench.json"
     main(["--package", "resnet", "--warmup", "1", "--steps", "2", "--workers", "0", "--profile", "0", "--json", str(out),
@@ -29,7 +29,7 @@ def test_bench_train_rows_and_flops(tmp_path, capsys):
 
 
 def test_bench_train_refuses_a_window_past_the_epoch_end():
-    from cifar_shared.bench_train import main
+    from cifar_shared.bench.train import main
 
     with pytest.raises(SystemExit, match="must stay below the 11 steps of one epoch"):
         main(["--package", "resnet", "--warmup", "5", "--steps", "10", "--profile", "0", "data=synthetic", "data.train_size=400",

@@ -1,7 +1,7 @@
 """Entry points: ``basiccnn-train`` and ``basiccnn-visualize``."""
 
 from cifar_shared.engine.cli import run
-from cifar_shared.plots import visualize_main
+from cifar_shared.runs.plots import visualize_main
 
 
 def train_main() -> None:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from cifar_basiccnn.model import BasicCNN
-from cifar_shared.bench import MEAN, STD, TextbookCIFAR
+from cifar_shared.bench.loader import MEAN, STD, TextbookCIFAR
 from cifar_shared.data.sources import load_cifar, split_train_val
 
 

@@ -24,23 +24,32 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 10, seed: int = 0
     return folder
 
 
-def real_subset_path() -> Path:
-    """The real CIFAR-10 subset kept beside the repository (``../shared/data/cifar10-subset``)."""
+REAL_DATA = {  # name beside the repo (../shared/data/NAME) -> (env var that overrides it, file that proves it is there)
+    "cifar10-subset": ("CIFAR10_SUBSET", "cifar-10-batches-py/data_batch_1"),
+    "cifar10-full": ("CIFAR10_FULL", "cifar-10-batches-py/data_batch_1"),
+    "cifar100-subset": ("CIFAR100_SUBSET", "cifar-100-python/train"),
+}
+
+
+def real_subset_path(name: str = "cifar10-subset") -> Path:
+    """A real data set kept beside the repository (``../shared/data/NAME``), or where its env var points."""
     import os
 
-    env = os.environ.get("CIFAR10_SUBSET")
+    env = os.environ.get(REAL_DATA[name][0])
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3].parent / "shared" / "data" / "cifar10-subset"
+    repo = Path(__file__).resolve().parents[4]  # testing/ -> cifar_shared/ -> src/ -> shared/ -> the repo
+    return repo.parent / "shared" / "data" / name
 
 
-def real_subset_or_skip() -> Path:
-    """The real subset's path, or a pytest skip that says where it was looked for."""
+def real_subset_or_skip(name: str = "cifar10-subset") -> Path:
+    """The real data set's path, or a pytest skip that says where it was looked for."""
     import pytest
 
-    path = real_subset_path()
-    if not (path / "cifar-10-batches-py" / "data_batch_1").exists():
-        pytest.skip(f"real CIFAR-10 subset not found at {path} (set CIFAR10_SUBSET=PATH to point at it)")
+    path = real_subset_path(name)
+    env, proof = REAL_DATA[name]
+    if not (path / proof).exists():
+        pytest.skip(f"real {name} not found at {path} (set {env}=PATH to point at it)")
     return path
 
 

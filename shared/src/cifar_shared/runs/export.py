@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from cifar_shared.errors import UserError
-from cifar_shared.run_folder import RunFolder, apply_overrides, main_guard
+from cifar_shared.runs.folder import RunFolder, apply_overrides, main_guard
 
 TOLERANCE = 1e-4
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -31,7 +31,7 @@ def sidecar(model: Path) -> Path:
 
 def check_images(run: RunFolder, overrides: list[str], count: int):
     """The first ``count`` images of the run's test data (or of the data ``overrides`` select)."""
-    from cifar_shared.evaluate import eval_set
+    from cifar_shared.runs.evaluate import eval_set
 
     cfg = apply_overrides(run.cfg, overrides)
     try:
@@ -45,7 +45,7 @@ def export_model(run_dir: str | Path, fmt: str, out: str | Path | None = None, c
                  overrides: list[str] | None = None, count: int = 64) -> dict:
     import torch
 
-    from cifar_shared.evaluate import batches
+    from cifar_shared.runs.evaluate import batches
 
     if fmt not in SUFFIX:
         raise UserError(f"--format {fmt} is invalid: choose onnx or torchscript")

@@ -1,8 +1,8 @@
 """Kill a training run at chosen moments, rerun it, compare with an unbroken run.
 
-Used by the fault-injection tests (``cifar_shared.testing_faults``) and by hand::
+Used by the fault-injection tests (``cifar_shared.testing.fault_suite``) and by hand::
 
-    python -m cifar_shared.faults cli OUT_ROOT basiccnn-train data=cifar10 ... epochs=4 \\
+    python -m cifar_shared.testing.faults cli OUT_ROOT basiccnn-train data=cifar10 ... epochs=4 \\
         --kills kill@40,ckpt_write:2,val_batch:5,int@30,batch:120
 
 runs the command once unbroken into OUT_ROOT/unbroken, then once into OUT_ROOT/broken where each
@@ -64,7 +64,7 @@ def broken_run(cmd: list[str], kills: list[str], timeout: float = 900) -> list[s
 
 def config_command(config_yaml: Path) -> list[str]:
     """Run ``train`` on a resolved config file in a fresh interpreter (the tests' subprocess)."""
-    return [sys.executable, "-m", "cifar_shared.faults", "run", str(config_yaml)]
+    return [sys.executable, "-m", "cifar_shared.testing.faults", "run", str(config_yaml)]
 
 
 def run_config(path: str) -> None:
@@ -82,7 +82,7 @@ def run_config(path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cifar_shared.faults", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m cifar_shared.testing.faults", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="what", required=True)
     r = sub.add_parser("run", help="train on a resolved config.yaml (test helper)")

@@ -2,13 +2,13 @@
 
 A package's ``tests/test_faults.py`` is one line::
 
-    from cifar_shared.testing_faults import *  # noqa: F403
+    from cifar_shared.testing.fault_suite import *  # noqa: F403
 
 The tests then run for that package (found through ``cifar_shared.registry``; a test file under
 ``packages/cifar-<name>/`` runs for ``<name>``, one elsewhere for every installed package), on the
 package's ``small_config`` fixture when its conftest has one, else on a generic shrink. A training
 subprocess is SIGKILLed mid-epoch 2 and rerun, and its ``metrics.json`` must equal an unbroken
-run's (``time_s`` aside, see ``cifar_shared.faults.VOLATILE``): what a resume must restore
+run's (``time_s`` aside, see ``cifar_shared.testing.faults.VOLATILE``): what a resume must restore
 (weights, optimizer, RNG, metric accumulators, loader position) depends on the package's model
 and config. A run that diverges must stop at once.
 
@@ -32,8 +32,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from cifar_shared import faults
 from cifar_shared.registry import installed_packages, packages_for_tests
+from cifar_shared.testing import faults
 
 __all__ = ["pytest_generate_tests", "test_kill_and_resume_matches_an_unbroken_run", "test_diverging_run_stops_at_once"]
 
@@ -100,7 +100,7 @@ def tiny_config(out: Path, *overrides: str) -> tuple[Path, object]:
 
 
 def run_in_process(path: Path, capsys) -> tuple[int, str, str]:
-    """``python -m cifar_shared.faults run PATH`` in this process: (exit code, stdout, stderr)."""
+    """``python -m cifar_shared.testing.faults run PATH`` in this process: (exit code, stdout, stderr)."""
     capsys.readouterr()
     try:
         faults.run_config(str(path))

@@ -2,7 +2,7 @@
 
 A package's ``tests/test_gpu.py`` imports them in one line::
 
-    from cifar_shared.testing_gpu import *  # noqa: F403
+    from cifar_shared.testing.gpu_suite import *  # noqa: F403
 
 They run the package's real config (its ``small_config`` fixture, else a generic shrink) with
 ``trainer.accelerator=gpu`` through the same ``train()`` the CLI calls: the GPU path that CPU
@@ -117,7 +117,7 @@ def test_ddp_on_one_gpu_gives_the_same_numbers(gpu_package, request, tmp_path):
                                         "trainer": {"strategy": strategy, "devices": 1}})
         path = tmp_path / f"{name}.yaml"
         path.write_text(OmegaConf.to_yaml(run_cfg, resolve=True))
-        done = subprocess.run([sys.executable, "-m", "cifar_shared.faults", "run", str(path)], capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "cifar_shared.testing.faults", "run", str(path)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = _history(out)
     rows = {name: [{k: v for k, v in r.items() if k != "time_s"} for r in run["history"]] for name, run in runs.items()}

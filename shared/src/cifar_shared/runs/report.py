@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from cifar_shared.errors import UserError
-from cifar_shared.run_folder import RunFolder, main_guard
+from cifar_shared.runs.folder import RunFolder, main_guard
 
 COLUMNS = ("run", "package", "data", "epochs", "test acc", "macro F1", "parameters", "FLOPs", "wall time")
 

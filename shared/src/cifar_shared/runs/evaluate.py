@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from cifar_shared.errors import UserError
-from cifar_shared.run_folder import RunFolder, apply_overrides, main_guard
+from cifar_shared.runs.folder import RunFolder, apply_overrides, main_guard
 
 
 def eval_set(data_cfg):
@@ -104,7 +104,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cifar_shared.plots import _plot_confusion
+    from cifar_shared.runs.plots import _plot_confusion
 
     _plot_confusion(plt, test["confusion_matrix"], classes, run.path / f"eval-{name}-confusion.png")
     record["files"] = [str(out), str(run.path / f"eval-{name}-predictions.csv"), str(run.path / f"eval-{name}-confusion.png")]

@@ -196,7 +196,7 @@ def plain_loop(net, optimizer, batches, precision: str, device: torch.device, wa
 def textbook_run(cfg, dm, precision: str, device: torch.device, warmup: int, steps: int, workers: int) -> dict:
     from hydra.utils import instantiate
 
-    from cifar_shared.bench import textbook_loader
+    from cifar_shared.bench.loader import textbook_loader
 
     torch.manual_seed(cfg.seed)
     net = instantiate(cfg.model, num_classes=dm.num_classes).to(device)

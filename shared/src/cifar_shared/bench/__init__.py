@@ -1,0 +1,1 @@
+"""Benchmarks: the batch loader against a textbook pipeline, and the whole engine's training throughput."""
