@@ -21,7 +21,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 # session name -> (workspace package, extras, test folder)
 PACKAGES = {
     "shared": ("cifar-shared", ["albumentations"], "shared/tests"),
-    "basiccnn": ("cifar-basiccnn", ["export"], "packages/cifar-basiccnn/tests"),
+    "basiccnn": ("cifar-basiccnn", ["export", "cluster"], "packages/cifar-basiccnn/tests"),
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
     "debugcnn": ("cifar-debugcnn", [], "packages/cifar-debugcnn/tests"),
     "perceiver": ("cifar-perceiver", [], "packages/cifar-perceiver/tests"),

@@ -16,6 +16,13 @@ def test_sharded_permutation_splits_each_epoch_between_ranks():
     assert len(seen) - len(set(seen.tolist())) == 1
 
 
+def test_evaluation_shards_cover_every_image_exactly_once():
+    shards = [ShardedPermutation(103, rank=r, world_size=4, shuffle=False) for r in range(4)]
+    seen = torch.cat([s.indices() for s in shards])
+    assert sorted(seen.tolist()) == list(range(103))  # no padded duplicate: test metrics count each image once
+    assert [len(s) for s in shards] == [len(s.indices()) for s in shards] == [26, 26, 26, 25]
+
+
 def test_permutation_is_seeded_per_epoch():
     a, b = ShardedPermutation(50, seed=1), ShardedPermutation(50, seed=1)
     assert torch.equal(a.indices(), b.indices())

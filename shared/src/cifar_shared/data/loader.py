@@ -16,8 +16,11 @@ from cifar_shared.data.augment import BatchAugment
 
 
 class ShardedPermutation:
-    """Indices for one rank: epoch-seeded permutation, padded to divide evenly, sliced by rank.
+    """Indices for one rank: epoch-seeded permutation, sliced by rank.
 
+    Training shards (``shuffle=True``) are padded by wrapping around so every rank runs the same
+    number of steps (DDP's gradient all-reduce needs it); evaluation shards are not padded, so the
+    ranks together see every validation/test image exactly once and the metrics count each once.
     Lightning calls ``set_epoch`` on ``loader.sampler`` before each training epoch, which keeps the
     order of a resumed run identical to an uninterrupted one.
     """
@@ -27,7 +30,7 @@ class ShardedPermutation:
             raise ValueError(f"rank {rank} outside world size {world_size}")
         self.size, self.seed, self.shuffle, self.rank, self.world_size = size, seed, shuffle, rank, world_size
         self.epoch = 0
-        self.per_rank = math.ceil(size / world_size)
+        self.per_rank = math.ceil(size / world_size) if shuffle else len(range(rank, size, world_size))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -40,8 +43,10 @@ class ShardedPermutation:
             order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + self.epoch))
         else:
             order = torch.arange(self.size)
+        if not self.shuffle:
+            return order[self.rank :: self.world_size]
         total = self.per_rank * self.world_size
-        if total > self.size:  # wrap around so every rank gets the same number of samples
+        if total > self.size:  # wrap around so every rank gets the same number of steps
             order = torch.cat([order, order[: total - self.size]])
         return order[self.rank : total : self.world_size]
 

@@ -14,6 +14,7 @@ from importlib import resources
 from omegaconf import DictConfig, open_dict
 
 from cifar_shared.engine.config import check_config
+from cifar_shared.engine.scaling import check_launched_output_dir
 from cifar_shared.errors import UserError
 
 # Flags that read better than overrides; each maps to plain overrides.
@@ -113,6 +114,7 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
     if not inspecting:
         try:
             multirun = any(a in ("-m", "--multirun") for a in argv)
+            check_launched_output_dir([a for a in argv if not a.startswith("-")])
             for overrides in checked_override_sets([a for a in argv if not a.startswith("-")], multirun):
                 composed = compose_config(conf_package, overrides, config_name)
                 check_config(composed, choices)

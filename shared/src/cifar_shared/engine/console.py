@@ -23,6 +23,8 @@ CHATTER = re.compile(
     r"`Trainer\.fit` stopped: `max_epochs=|"
     r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES|"
     r"Seed set to|"
+    r"Initializing distributed: GLOBAL_RANK|"
+    r"-{20,}\ndistributed_backend=|"
     r"Checkpoint directory .* exists and is not empty"  # our runs resume from their folder by design
     r")"
 )
@@ -34,6 +36,8 @@ LIBRARY_WARNINGS = (
     (r"Checkpoint directory .* exists and is not empty", Warning),
     # our metrics are logged per epoch, so Lightning's per-step logging interval has nothing to do
     (r"The number of training batches \(\d+\) is smaller than the logging interval", Warning),
+    # under DDP: the best val acc and the lr are the same on every rank (metrics sync themselves)
+    (r"It is recommended to use `self\.log\('(?:val/acc_best|lr)', \.\.\., sync_dist=True\)`", Warning),
 )
 
 LIBRARY_LOGGERS = ("pytorch_lightning", "lightning_fabric", "lightning", "lightning.pytorch", "lightning.fabric")

@@ -76,6 +76,8 @@ def train(cfg: DictConfig) -> dict:
     guard = RunGuard(cfg.checkpoint_dir, cfg.get("name", "model"), ckpt_cfg.get("every_n_minutes", 10), recorder)
     trainer = build_trainer(cfg, recorder, guard)
     recorder.record("device", device_record(cfg, trainer))
+    if trainer.world_size > 1 or trainer.accumulate_grad_batches > 1:
+        log.info("%s", effective_batch_line(cfg.batch_size, trainer.world_size, trainer.accumulate_grad_batches))
     if resume is None and lr_find:
         from cifar_shared.engine.lr_finder import find_lr
 
@@ -138,6 +140,13 @@ def device_record(cfg: DictConfig, trainer: pl.Trainer) -> dict:
         "world_size": trainer.world_size,
         "torch": str(torch.__version__),
     }
+
+
+def effective_batch_line(batch_size: int, world_size: int, accumulate: int) -> str:
+    """``batch_size`` is per rank: each optimizer step averages the gradients of every rank's batch
+    (and of ``accumulate`` batches each), so the step sees this many images; the lr is not scaled."""
+    return (f"effective batch {batch_size * world_size * accumulate} images per optimizer step "
+            f"(batch_size {batch_size} per rank x {world_size} ranks x {accumulate} accumulated); lr as configured, not scaled")
 
 
 def on_cuda(accelerator) -> bool:
@@ -292,6 +301,7 @@ def setup_logging(path: Path) -> None:
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file.addFilter(FileFilter())
     console = logging.StreamHandler(sys.stdout)  # progress on stdout; stderr is for errors
+    console.setLevel(logging.INFO if rank_zero_only.rank == 0 else logging.ERROR)  # DDP: each line once, by rank zero
     console.setFormatter(logging.Formatter("%(message)s"))
     console.addFilter(ConsoleFilter())
     for h in (file, console):
