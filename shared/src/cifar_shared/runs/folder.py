@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -40,16 +41,20 @@ def load_checkpoint(path: str | Path, fix: str, mmap: bool = False) -> dict:
 
     path = Path(path)
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        if mmap:  # only torch's zip format maps; anything else is read as a whole (and refused the same way)
+            with open(path, "rb") as f:
+                mmap = f.read(4) == b"PK\x03\x04"
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the line below says it all
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError:
         raise UserError(f"checkpoint {path} does not exist: {fix}") from None
     except pickle.UnpicklingError as e:
-        found = re.search(r"GLOBAL ([\w.]+)|global[: ]+([\w.]+)", str(e))
-        what = f" ({found.group(1) or found.group(2)})" if found else ""
-        if "weights_only" in str(e) or "Weights only" in str(e):
-            raise UserError(f"checkpoint {path} holds objects other than tensors and plain data{what}, which loading "
-                            f"would run as code: it was not written by this project's training; {fix}") from None
-        raise UserError(f"checkpoint {path} is unreadable (UnpicklingError): {fix}") from None
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise UserError(f"checkpoint {path} refers to {found.group(1)}, which loading would call: it is not a "
+                            f"checkpoint this project's training wrote (they hold tensors and plain data only); {fix}") from None
+        raise UserError(f"checkpoint {path} is unreadable (not a torch checkpoint: {type(e).__name__}): {fix}") from None
     except Exception as e:
         raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}): {fix}") from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
@@ -184,7 +189,9 @@ def output_path(path: str | Path, flag: str = "--out", example: str = "out.csv",
     own = {r.resolve() / name for r in runs for name in RECORDS}
     parent_is_run = (resolved.parent / "config.yaml").is_file()
     in_checkpoints = resolved.parent.name == "checkpoints" and (resolved.parent.parent / "config.yaml").is_file()
-    if resolved in own or resolved.suffix == ".ckpt" or in_checkpoints or (parent_is_run and resolved.name in RECORDS):
+    if resolved.suffix == ".ckpt" or in_checkpoints:
+        raise UserError(f"{flag} {path} is a checkpoint or in a run's checkpoints folder: give another path, e.g. {flag} {example}")
+    if resolved in own or (parent_is_run and resolved.name in RECORDS):
         raise UserError(f"{flag} {path} is a run's own record ({resolved.name}): give another file name, e.g. {flag} {path.parent / example}")
     folder = next((p for p in [resolved.parent, *resolved.parent.parents] if p.exists()), None)
     if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
