@@ -127,7 +127,7 @@ def allowed_targets() -> frozenset[str]:
                 if child.is_dir():
                     stack.append(child)
                 elif child.name.endswith(".yaml"):
-                    found |= set(re.findall(r"^\s*_target_:\s*([\w.]+)\s*$", child.read_text(), flags=re.M))
+                    found |= set(re.findall(r"^\s*_target_:\s*([\w.]+)\s*(?:#.*)?$", child.read_text(), flags=re.M))
     return frozenset(found)
 
 
