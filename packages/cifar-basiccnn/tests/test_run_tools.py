@@ -94,7 +94,7 @@ def test_export_loads_in_a_fresh_process_and_matches(run_dir, pngs, tmp_path, fm
     assert "within" in out and json.loads((tmp_path / f"model.{fmt}.json").read_text())["check"]["max_abs_diff"] <= 1e-4
     run = RunFolder.open(run_dir)
     mean, std, _ = run.input_spec()
-    x = next(iter(batches(read_images(sorted(pngs.rglob("*.png"))[-40:], (32, 32)), mean, std, 40)))[0]
+    x = next(iter(batches(read_images(sorted(pngs.rglob("*.png"))[-40:], (32, 32))[0], mean, std, 40)))[0]
     with torch.no_grad():
         expected = run.build_module(run.checkpoint()).net(x).numpy()
     np.save(tmp_path / "x.npy", x.numpy())

@@ -42,8 +42,8 @@ def test_qat_starts_from_the_fp_run_and_distills(fp_run, qat_run):
     row = json.loads((out / "metrics.json").read_text())["history"][0]
     assert row["train/loss_dgd"] > 0 and row["train/loss_kd"] >= 0
     assert test["acc"] > 0.2
-    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=False)["state_dict"]
-    fp_state = torch.load(next((fp / "checkpoints").glob("best-*.ckpt")), weights_only=False)["state_dict"]
+    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
+    fp_state = torch.load(next((fp / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
     assert not any("loss_hook" in k or "teacher" in k for k in state)  # the teacher lives in the FP run
     assert set(fp_state) < set(state)  # the same float weights plus the quantizers' parameters
 
@@ -76,23 +76,67 @@ def test_export_of_a_checkpoint_from_another_package_version_is_one_line(qat_run
     import shutil
 
     from cifar_qvit.export import load_run
-    from cifar_qvit.model import best_checkpoint
+    from cifar_shared.runs.folder import RunFolder
 
     out, _ = qat_run
     old = tmp_path / "old-run"
     shutil.copytree(out, old, ignore=shutil.ignore_patterns("export"))
-    path = best_checkpoint(old)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    path = RunFolder.open(old).checkpoint()
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
     ckpt["state_dict"] = {k.replace("qvit.qkv_input.", "q_proj.aq."): v for k, v in ckpt["state_dict"].items()}
     torch.save(ckpt, path)
     with pytest.raises(UserError, match=r"does not fit this cifar-qvit's model \(e.g. .*qkv_input.*\): it was saved by another version"):
         load_run(old)
 
 
+def test_generic_export_of_a_qvit_run_is_one_line_and_leaves_nothing(qat_run, tmp_path):
+    from cifar_shared.runs.export import export_model
+
+    out, _ = qat_run
+    with pytest.raises(UserError, match=r"cannot be exported to torchscript .*: use qvit-export RUN_DIR") as e:
+        export_model(out, "torchscript", tmp_path / "model.pt")
+    assert "\n" not in str(e.value) and list(tmp_path.iterdir()) == []
+
+
+def test_qvit_export_file_respects_the_umask(qat_run, tmp_path):
+    import os
+
+    from cifar_qvit.export import export_run
+
+    out, _ = qat_run
+    mask = os.umask(0o022)
+    try:
+        path = export_run(out, tmp_path / "m.safetensors")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644 and not list(tmp_path.glob(".*"))
+
+
+def test_init_from_a_crafted_checkpoint_runs_nothing(fp_run, tmp_path, small_config):
+    import shutil
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(tmp_path / "marker"), "w"))
+
+    fp, _ = fp_run
+    teacher = tmp_path / "teacher"
+    shutil.copytree(fp, teacher)
+    for ckpt in (teacher / "checkpoints").glob("*.ckpt"):
+        torch.save({"state_dict": {"net.hf.x": Payload()}}, ckpt)
+    from cifar_qvit.distill import DGDLoss
+
+    with pytest.raises(UserError, match="refers to io.open, which loading would call"):
+        train(small_config(tmp_path / "run", f"model.init_from={teacher}"))
+    with pytest.raises(UserError, match="refers to io.open, which loading would call"):
+        DGDLoss(str(teacher))  # the teacher of a run whose student starts elsewhere
+    assert not (tmp_path / "marker").exists()
+
+
 def test_dgd_without_a_teacher_run_is_a_user_error(tmp_path, small_config):
     with pytest.raises(UserError, match="loss_hook=dgd needs a teacher: set model.init_from"):
         train(small_config(tmp_path, "loss_hook=dgd"))
-    with pytest.raises(UserError, match="no best-"):
+    with pytest.raises(UserError, match=r"model.init_from=.*has no config.yaml"):
         train(small_config(tmp_path / "b", f"model.init_from={tmp_path}"))
 
 
@@ -114,5 +158,5 @@ def test_save_pretrained_vit_with_1000_classes_trains_head_replaced(tmp_path, sm
     line = next(ln for ln in log.splitlines() if "quantized " in ln)
     assert "quantized 14 layers (2 blocks x 6 + patch embedding + classifier = 14)" in line
     assert line.count("[") == 14 and "classifier[classifier W8A8]" in line and "projection[patch_embed W8A8]" in line
-    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=False)["state_dict"]
+    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
     assert state["net.hf.classifier.weight"].shape[0] == 10 and 0 <= test["acc"] <= 1

@@ -39,6 +39,7 @@ def step_fn(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_hook=No
 def save_as_run(net: torch.nn.Module, folder: Path) -> Path:
     """``net`` as a finished run folder (``checkpoints/best-*.ckpt``): what model.init_from and DGD read."""
     (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text("name: qvit\nmodel:\n  _target_: cifar_qvit.model.QViT\n")  # the run-folder reader needs one
     torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}}, folder / "checkpoints" / "best-epoch000-acc0.0000.ckpt")
     return folder
 

@@ -65,7 +65,7 @@ class DGDLoss(nn.Module):
         super().__init__()
         if not teacher_run:
             raise UserError("loss_hook=dgd needs a teacher: set model.init_from=RUN_DIR (a finished full-precision qvit-train run)")
-        self.state = load_net_state(teacher_run)  # fails now, before the run folder is written
+        self.state = load_net_state(teacher_run)[1]  # fails now, before the run folder is written
         self.weight, self.kd_weight, self.kd_temperature = weight, kd_weight, kd_temperature
         self._teacher: list[QViT] = []  # a list: not a submodule
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from cifar_qvit.model import QViT, best_checkpoint, load_net_state
+from cifar_qvit.model import QViT
 from cifar_qvit.quant import QuantConv2d, QuantLinear
 from cifar_shared.errors import UserError
 
@@ -68,16 +68,23 @@ def build_net(model_cfg: dict, num_classes: int) -> QViT:
 
 
 def load_run(run_dir: str | Path) -> tuple[QViT, dict]:
-    """The fake-quant network of a finished run (best checkpoint) and the run's config."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise UserError(f"{run_dir / 'config.yaml'} does not exist: give a qvit-train run folder")
-    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
-    state = load_net_state(run_dir)
-    net = build_net(cfg["model"], int(state["hf.classifier.weight"].shape[0]))
+    """The fake-quant network of a finished run (its best checkpoint, read by the shared run-folder
+    reader) and the run's config."""
+    from cifar_shared.runs.folder import RunFolder
+
+    if not (Path(run_dir) / "config.yaml").exists():
+        raise UserError(f"{Path(run_dir) / 'config.yaml'} does not exist: give a qvit-train run folder")
+    run = RunFolder.open(run_dir)
+    cfg = OmegaConf.to_container(run.cfg, resolve=True)
+    path = run.checkpoint("best")
+    state = run.net_state(path, "export another run")
+    head = state.get("hf.classifier.weight")
+    if cfg.get("model", {}).get("_target_") != "cifar_qvit.model.QViT" or head is None:
+        raise UserError(f"{run.path} is not a qvit-train run (model {cfg.get('model', {}).get('_target_')}): give a qvit-train run folder")
+    net = build_net(cfg["model"], int(head.shape[0]))
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise UserError(f"{best_checkpoint(run_dir)} does not fit this cifar-qvit's model (e.g. {(missing or unexpected)[0]}): "
+        raise UserError(f"{path} does not fit this cifar-qvit's model (e.g. {(missing or unexpected)[0]}): "
                         "it was saved by another version of the package; export it with that version, or retrain")
     return net.eval(), cfg
 
@@ -112,15 +119,17 @@ def predictions(net: QViT, loader) -> torch.Tensor:
 
 
 def export_run(run_dir: str | Path, out: str | Path | None = None, check: bool = False) -> Path:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
+    from cifar_shared.engine.resilience import atomic_write
+    from cifar_shared.runs.folder import output_path
+
+    out = output_path(out, "--out", "model.safetensors", (Path(run_dir),)) if out else Path(run_dir) / "export" / "model.safetensors"
     net, cfg = load_run(run_dir)
     if not quantized_layers(net):
         raise UserError(f"{run_dir} trained in full precision (model.nbits_w={cfg['model'].get('nbits_w')}): export a quantized run")
-    out = Path(out) if out else Path(run_dir) / "export" / "model.safetensors"
-    out.parent.mkdir(parents=True, exist_ok=True)
     tensors, meta = export_net(net, cfg["model"], int(net.hf.config.num_labels))
-    save_file(tensors, str(out), metadata=meta)
+    atomic_write(out, save(tensors, metadata=meta))  # a plain file (mode as the umask says), whole or not at all
     fp, packed = sizes(net, out)
     print(f"{out}: {len(quantized_layers(net))} quantized layers; FP32 weights {fp / 1e6:.3f} MB -> export {packed / 1e6:.3f} MB ({fp / packed:.1f}x smaller)")
     if check:

@@ -120,22 +120,17 @@ def build_hf(pretrained: str | None, size: str, num_classes: int, load_weights: 
         hf_logging.set_verbosity(verbosity)
 
 
-def best_checkpoint(run_dir: str | Path) -> Path:
-    folder = Path(run_dir) / "checkpoints"
-    found = sorted(folder.glob("best-*.ckpt"))
-    if not found:
-        raise UserError(f"no best-*.ckpt in {folder}: model.init_from must name a finished qvit-train run folder")
-    return found[-1]
+def load_net_state(run_dir: str | Path) -> tuple[Path, dict[str, torch.Tensor]]:
+    """The best checkpoint of a finished run folder (the shared reader: weights_only, best by its
+    recorded val/acc, config targets checked) and its network weights, keys relative to the network."""
+    from cifar_shared.runs.folder import RunFolder
 
-
-def load_net_state(run_dir: str | Path) -> dict[str, torch.Tensor]:
-    """The ``net.`` part of a run's best checkpoint, keys relative to the network."""
-    path = best_checkpoint(run_dir)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
-    except Exception as e:
-        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}): point model.init_from at another run") from None
-    return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
+        run = RunFolder.open(run_dir)
+        path = run.select_checkpoint("best").path
+    except UserError as e:
+        raise UserError(f"model.init_from={run_dir}: {e}") from None
+    return path, run.net_state(path, "point model.init_from at a finished qvit-train run folder")
 
 
 class QViT(nn.Module):
@@ -183,7 +178,8 @@ class QViT(nn.Module):
                         f"set model.image_mean={flat(want[0])} model.image_std={flat(want[1])}")
 
     def _load_fp(self, run_dir: str, num_classes: int) -> None:
-        state = {k.removeprefix("hf."): v for k, v in load_net_state(run_dir).items() if k.startswith("hf.")}
+        path, state = load_net_state(run_dir)
+        state = {k.removeprefix("hf."): v for k, v in state.items() if k.startswith("hf.")}
         head = state.get("classifier.weight")
         if head is not None and head.shape[0] != num_classes:
             raise UserError(f"model.init_from={run_dir} has a {head.shape[0]}-class head but the data has {num_classes} classes: use a run on the same data")
@@ -191,7 +187,7 @@ class QViT(nn.Module):
         if not fp_keys <= set(state):
             raise UserError(f"model.init_from={run_dir} holds a different ViT (missing e.g. {sorted(fp_keys - set(state))[0]}): give model.pretrained/model.size as that run did")
         self.hf.load_state_dict({k: state[k] for k in fp_keys})
-        log.info("weights from %s", best_checkpoint(run_dir))
+        log.info("weights from %s", path)
 
     def _bits(self, name: str, role: str, overrides: dict, wbits: int, abits: int) -> tuple[int, int]:
         for pattern, bits in overrides.items():

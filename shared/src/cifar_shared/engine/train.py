@@ -60,7 +60,11 @@ def train(cfg: DictConfig) -> dict:
     resume = last if last.exists() else None
     lr_find = bool(cfg.get("lr_find") and cfg.lr_find.get("enabled"))
     if resume is not None:
-        check_checkpoint(resume, module, cfg.get("name"))
+        try:
+            check_checkpoint(resume, module, cfg.get("name"))
+        except UserError as e:  # the console gets it from the CLI (stderr); the run's log keeps it too
+            log_to_file(f"error: {e}")
+            raise
         if lr_find and cfg.lr_find.get("only"):
             raise UserError(f"--lr-find-only on a run that has already trained ({resume}): give it a new output_dir")
         log.info("resuming from %s%s", resume, " (the LR finder ran when the run started; not again)" if lr_find else "")
@@ -95,12 +99,12 @@ def train(cfg: DictConfig) -> dict:
 
     guard.install_signals()  # Ctrl-C/SIGTERM: checkpoint, one line, exit 130/143
     try:
-        trainer.fit(module, datamodule=dm, ckpt_path=resume)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume, weights_only=True)  # plain data only: a pickle cannot run code
         if guard.signum is not None:  # arrived in the last epoch's validation: last.ckpt holds the end of training
             guard.exit_interrupted(trainer.current_epoch, trainer.num_training_batches)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         # the recorder merges restored state, so testing the best checkpoint keeps every epoch's row
-        results = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False)[0]
+        results = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)[0]
     finally:
         guard.restore_signals()
     test = {k.removeprefix("test/"): float(v) for k, v in sorted(results.items())}
@@ -213,7 +217,7 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None
     ccfg = cfg.get("callbacks") or {}
     callbacks: list[pl.Callback] = [recorder] + ([guard] if guard is not None else []) + list(extra)
     ckpt = ccfg.get("checkpoint") or {}
-    callbacks.append(ModelCheckpoint(
+    callbacks.append(EpochCheckpoint(
         dirpath=cfg.checkpoint_dir,
         filename="best-epoch{epoch:03d}-acc{val/acc:.4f}",
         auto_insert_metric_name=False,
@@ -236,6 +240,20 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None
     tcfg.setdefault("enable_model_summary", False)  # model_info.txt holds the summary (torchinfo)
     return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False,
                       plugins=[AtomicCheckpointIO()])  # checkpoints written aside, then renamed
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint naming ``best-epochNNN`` by the epoch as train.log counts it (from 1).
+    Its state keeps ModelCheckpoint's key, so runs saved before this class resume as before."""
+
+    def format_checkpoint_name(self, metrics, filename=None, ver=None, prefix=None) -> str:
+        if "epoch" in metrics:
+            metrics = {**metrics, "epoch": metrics["epoch"] + 1}
+        return super().format_checkpoint_name(metrics, filename, ver, prefix)
+
+    @property
+    def state_key(self) -> str:
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
 
 
 def build_loggers(cfg: DictConfig) -> list:
@@ -266,19 +284,28 @@ def resolve_precision(precision, accelerator: str):
 
 
 def check_checkpoint(path: Path, module: pl.LightningModule, name: str | None = None) -> None:
-    """Refuse, before anything is overwritten, a checkpoint that cannot be resumed."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-        state = ckpt["state_dict"]
-    except Exception as e:
-        raise UserError(f"checkpoint {path} is unreadable ({type(e).__name__}): move it away to start over, or use another output_dir") from None
-    saved_by = (ckpt.get(RunGuard.KEY) or {}).get("name")
+    """Refuse, before anything is overwritten, a checkpoint that cannot be resumed (read as plain
+    data, the run-folder tools' way: a crafted pickle runs nothing)."""
+    from cifar_shared.runs.folder import load_checkpoint
+
+    ckpt = load_checkpoint(path, "move it away to start over, or use another output_dir")
+    state = ckpt["state_dict"]
+    saved = ckpt.get(RunGuard.KEY)
+    saved_by = saved.get("name") if isinstance(saved, dict) else None
     if name and saved_by and saved_by != name:
         raise UserError(f"checkpoint {path} was saved by a {saved_by} run, this is {name}: use another output_dir, or {saved_by}'s own command")
     expected = {k: v.shape for k, v in module.state_dict().items()}
-    found = {k: v.shape for k, v in state.items()}
+    found = {k: getattr(v, "shape", None) for k, v in state.items()}
     if expected.keys() != found.keys() or any(expected[k] != found[k] for k in expected):
         raise UserError(f"checkpoint {path} was saved by a different model or config: use another output_dir, or the run's own config ({path.parent.parent / 'config.yaml'})")
+
+
+def log_to_file(message: str) -> None:
+    """A line for train.log only (the console already shows it, on stderr)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if getattr(handler, "_cifar", False) and isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def save_config(cfg: DictConfig, path: Path) -> None:

@@ -7,14 +7,25 @@ Both feed the network exactly what training fed it: the run's own normalization 
 
 from __future__ import annotations
 
-import argparse
 import csv
+import io
 import json
+import os
+import re
+import sys
 import time
+import warnings
 from pathlib import Path
 
 from cifar_shared.errors import UserError
-from cifar_shared.runs.folder import RunFolder, apply_overrides, main_guard
+from cifar_shared.runs.folder import (
+    Parser,
+    RunFolder,
+    apply_overrides,
+    main_guard,
+    output_path,
+    write_text,
+)
 
 
 def eval_set(data_cfg):
@@ -53,7 +64,12 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
 
     quiet_libraries()
     run = RunFolder.open(run_dir)
-    ckpt = run.checkpoint(checkpoint)
+    if name is not None:
+        check_name(name)
+    if not os.access(run.path, os.W_OK | os.X_OK):
+        raise UserError(f"run folder {run.path} is read-only and cifar-eval writes eval-NAME.json into it: copy the folder somewhere writable")
+    chosen = run.select_checkpoint(checkpoint)
+    ckpt = chosen.path
     cfg = apply_overrides(run.cfg, overrides)
     check_config(cfg)
     data = eval_set(cfg.data)
@@ -88,17 +104,18 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     test["confusion_matrix"] = module.confusion_matrix
 
     name = name or f"{cfg.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    record = {"run": str(run.path), "package": run.package, "checkpoint": str(ckpt), "data": _plain(cfg.data),
+    record = {"run": str(run.path), "package": run.package, "checkpoint": chosen.record(), "data": _plain(cfg.data),
               "images": len(data), "classes": classes, "test": test}
     out = run.path / f"eval-{name}.json"
-    out.write_text(json.dumps(record, indent=2))
+    write_text(out, json.dumps(record, indent=2), "the run folder")
     p = torch.cat(probs)
-    with open(run.path / f"eval-{name}-predictions.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["index", "label", "class", "predicted", "predicted_class", "probability"])
-        for i, (label, row) in enumerate(zip(data.labels.tolist(), p)):
-            k = int(row.argmax())
-            w.writerow([i, label, classes[label], k, classes[k], f"{float(row[k]):.6f}"])
+    rows = io.StringIO()
+    w = csv.writer(rows, lineterminator="\r\n")
+    w.writerow(["index", "label", "class", "predicted", "predicted_class", "probability"])
+    for i, (label, row) in enumerate(zip(data.labels.tolist(), p)):
+        k = int(row.argmax())
+        w.writerow([i, label, classes[label], k, classes[k], f"{float(row[k]):.6f}"])
+    write_text(run.path / f"eval-{name}-predictions.csv", rows.getvalue(), "the run folder")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -111,6 +128,13 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     return record
 
 
+def check_name(name: str) -> None:
+    """``--name`` names files inside the run folder: a plain name, never a path."""
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or ".." in name:
+        raise UserError(f"--name {name!r} is not a plain name: use letters, digits, '.', '_' and '-' "
+                        "(it names eval-NAME.json in the run folder)")
+
+
 def _plain(node):
     from omegaconf import OmegaConf
 
@@ -118,8 +142,8 @@ def _plain(node):
 
 
 def eval_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Evaluate a run's checkpoint on its test data or any other source (overrides like data=folder data.root=PATH).")
+    parser = Parser(
+        prog="cifar-eval", description="Evaluate a run's checkpoint on its test data or any other source (overrides like data=folder data.root=PATH).")
     parser.add_argument("run_dir", help="a training run's output_dir")
     parser.add_argument("overrides", nargs="*", help="config overrides on the run's config.yaml, e.g. data=folder data.root=PATH")
     parser.add_argument("--checkpoint", default="best", help="best (default; last.ckpt when there is none), last, or a .ckpt path")
@@ -129,7 +153,7 @@ def eval_main(argv: list[str] | None = None) -> None:
     def go():
         r = evaluate(args.run_dir, args.overrides, args.checkpoint, args.name)
         t = r["test"]
-        print(f"{r['package']} {Path(r['checkpoint']).name} on {r['data'].get('name')} ({r['images']} images): "
+        print(f"{r['package']} {Path(r['checkpoint']['path']).name} on {r['data'].get('name')} ({r['images']} images): "
               f"acc {t['acc']:.4f}  f1_macro {t['f1_macro']:.4f}  loss {t['loss']:.4f}")
         for path in r["files"]:
             print(path)
@@ -157,30 +181,43 @@ def image_paths(paths: list[str]) -> list[Path]:
     return found
 
 
-def read_images(paths: list[Path], size: tuple[int, int]):
-    """uint8 (N, 3, H, W): RGB, resized bilinearly when needed, as folder data is read for training."""
+def read_images(paths: list[Path], size: tuple[int, int], skip_unreadable: bool = False):
+    """uint8 (N, 3, H, W): RGB, resized bilinearly when needed, as folder data is read for training;
+    and the paths read. An unreadable file (corrupt, not an image, a decompression bomb) is one
+    line, or with ``skip_unreadable`` left out and named on stderr."""
     import numpy as np
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
-    for k, path in enumerate(paths):
+    kept: list[Path] = []
+    for path in paths:
         try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if im.size != (size[1], size[0]):
-                    im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                out[k] = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise UserError(f"cannot read image {path} ({type(e).__name__}): remove it or pass only images") from None
-    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)  # > 89 MP: not a photo to classify at 32 px
+                with Image.open(path) as im:
+                    im = im.convert("RGB")
+                    if im.size != (size[1], size[0]):
+                        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+                    out[len(kept)] = np.asarray(im)
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            why = "too many pixels: a decompression bomb" if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning) else type(e).__name__
+            if not skip_unreadable:
+                raise UserError(f"cannot read image {path} ({why}): remove it, or pass --skip-unreadable") from None
+            print(f"skipped {path}: unreadable ({why})", file=sys.stderr)
+            continue
+        kept.append(path)
+    if not kept:
+        raise UserError(f"none of the {len(paths)} images is readable: pass image files (.png, .jpg, ...)")
+    return torch.from_numpy(out[: len(kept)]).permute(0, 3, 1, 2).contiguous(), kept
 
 
 def predict(run_dir: str | Path, paths: list[str], top_k: int = 3, out: str | Path | None = None,
-            checkpoint: str = "best", batch_size: int = 256) -> tuple[Path, list[dict]]:
+            checkpoint: str = "best", batch_size: int = 256, skip_unreadable: bool = False) -> tuple[Path, list[dict]]:
     import torch
 
     run = RunFolder.open(run_dir)
+    out = output_path(out, "--out", "predictions.csv", (run.path,)) if out else run.path / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.csv"
     ckpt = run.checkpoint(checkpoint)
     classes = run.classes()
     if not classes:
@@ -189,7 +226,7 @@ def predict(run_dir: str | Path, paths: list[str], top_k: int = 3, out: str | Pa
         raise UserError(f"--top-k {top_k} is invalid: it must be at least 1")
     files = image_paths(paths)
     mean, std, shape = run.input_spec()
-    images = read_images(files, tuple(shape[1:]))
+    images, files = read_images(files, tuple(shape[1:]), skip_unreadable)
     module = run.build_module(ckpt, len(classes))
     k = min(top_k, len(classes))
     rows = []
@@ -199,28 +236,28 @@ def predict(run_dir: str | Path, paths: list[str], top_k: int = 3, out: str | Pa
     for path, v, i in zip(files, values.tolist(), indices.tolist()):
         rows.append({"file": str(path), **{f"top{j + 1}": classes[c] for j, c in enumerate(i)},
                      **{f"p{j + 1}": p for j, p in enumerate(v)}})
-    out = Path(out) if out else run.path / f"predict-{time.strftime('%Y%m%d-%H%M%S')}.csv"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with open(out, "w", newline="") as f:
-        header = ["file", *(x for j in range(k) for x in (f"top{j + 1}", f"p{j + 1}"))]
-        w = csv.DictWriter(f, fieldnames=header)
-        w.writeheader()
-        w.writerows({**r, **{f"p{j + 1}": f"{r[f'p{j + 1}']:.6f}" for j in range(k)}} for r in rows)
+    text = io.StringIO()
+    header = ["file", *(x for j in range(k) for x in (f"top{j + 1}", f"p{j + 1}"))]
+    w = csv.DictWriter(text, fieldnames=header, lineterminator="\r\n")
+    w.writeheader()
+    w.writerows({**r, **{f"p{j + 1}": f"{r[f'p{j + 1}']:.6f}" for j in range(k)}} for r in rows)
+    write_text(out, text.getvalue())
     return out, rows
 
 
 def predict_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Classify image files (or folders of them) with a run's checkpoint.")
+    parser = Parser(prog="cifar-predict", description="Classify image files (or folders of them) with a run's checkpoint.")
     parser.add_argument("run_dir", help="a training run's output_dir")
     parser.add_argument("paths", nargs="+", help="image files or folders (searched recursively)")
     parser.add_argument("--top-k", type=int, default=3, help="classes per image in the CSV (default 3)")
     parser.add_argument("--out", help="CSV path (default RUN_DIR/predict-TIME.csv)")
     parser.add_argument("--checkpoint", default="best", help="best (default; last.ckpt when there is none), last, or a .ckpt path")
     parser.add_argument("--show", type=int, default=10, help="rows printed on the console (default 10)")
+    parser.add_argument("--skip-unreadable", action="store_true", help="leave out images that cannot be read (named on stderr) instead of stopping")
     args = parser.parse_args(argv)
 
     def go():
-        out, rows = predict(args.run_dir, args.paths, args.top_k, args.out, args.checkpoint)
+        out, rows = predict(args.run_dir, args.paths, args.top_k, args.out, args.checkpoint, skip_unreadable=args.skip_unreadable)
         k = min(args.top_k, sum(1 for key in rows[0] if key.startswith("top")))
         width = min(60, max(len(r["file"]) for r in rows[: args.show]))
         for r in rows[: args.show]:

@@ -8,16 +8,26 @@ beside the model records the preprocessing (mean, std, image shape) and the clas
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from cifar_shared.errors import UserError
-from cifar_shared.runs.folder import RunFolder, apply_overrides, main_guard
+from cifar_shared.runs.folder import (
+    Parser,
+    RunFolder,
+    apply_overrides,
+    main_guard,
+    output_path,
+    write_text,
+)
 
 TOLERANCE = 1e-4
 SUFFIX = {"onnx": ".onnx", "torchscript": ".pt"}
+# The form that survives the uv workspace's next `uv run`; pip users: pip install 'cifar-shared[export]'.
+ONNX_INSTALL = "uv sync --all-packages --extra export (or pip install 'cifar-shared[export]')"
+# Packages whose networks have their own export (the generic tracers do not handle them).
+OWN_EXPORT = {"qvit": "qvit-export RUN_DIR (packed integer weights, safetensors)"}
 
 
 class ExportMismatch(Exception):
@@ -55,9 +65,13 @@ def export_model(run_dir: str | Path, fmt: str, out: str | Path | None = None, c
             import onnxruntime  # noqa: F401
             import onnxscript  # noqa: F401
         except ImportError as e:
-            raise UserError(f"--format onnx needs onnx, onnxscript and onnxruntime ({e.name} is missing): pip install 'cifar-shared[export]'") from None
+            raise UserError(f"--format onnx needs onnx, onnxscript and onnxruntime ({e.name} is missing): {ONNX_INSTALL}") from None
     run = RunFolder.open(run_dir)
-    ckpt = run.checkpoint(checkpoint)
+    out = Path(out).expanduser() if out else run.path / "export" / f"model{SUFFIX[fmt]}"
+    output_path(out, "--out", f"model{SUFFIX[fmt]}", (run.path,))
+    output_path(sidecar(out), "--out", f"model{SUFFIX[fmt]}", (run.path,))  # model -> model.json: not metrics(.json)
+    chosen = run.select_checkpoint(checkpoint)
+    ckpt = chosen.path
     classes = run.classes()
     mean, std, shape = run.input_spec()
     images = check_images(run, overrides or [], count)
@@ -68,45 +82,63 @@ def export_model(run_dir: str | Path, fmt: str, out: str | Path | None = None, c
     with torch.no_grad():
         expected = net(x).float()
 
-    out = Path(out) if out else run.path / "export" / f"model{SUFFIX[fmt]}"
-    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    if fmt == "torchscript":
-        import warnings
-
-        with torch.no_grad(), warnings.catch_warnings():  # torch.jit's deprecation, once per call: said in --help
-            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
-            torch.jit.save(torch.jit.trace(net, x[:2]), str(tmp))
-            got = torch.jit.load(str(tmp), map_location="cpu")(x).float().detach()
-    else:
-        import onnxruntime as ort
-
-        with torch.no_grad():
-            program = torch.onnx.export(net, (x[:2],), dynamo=True, input_names=["images"], output_names=["logits"],
-                                        dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-        program.save(str(tmp))
-        session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0]).float()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        got = _export(net, x, fmt, tmp)
+    except (UserError, KeyboardInterrupt):
+        tmp.unlink(missing_ok=True)
+        raise
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise UserError(f"cannot write {tmp} ({e.strerror or type(e).__name__}): give --out a writable path") from None
+    except Exception as e:  # the tracer/exporter meets something it cannot express
+        tmp.unlink(missing_ok=True)
+        own = OWN_EXPORT.get(run.package)
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise UserError(f"the {run.package} network cannot be exported to {fmt} ({type(e).__name__}: {first}): "
+                        + (f"use {own}" if own else "try the other --format")) from None
     diff = float((got - expected).abs().max())
     if not diff <= TOLERANCE:
         tmp.unlink(missing_ok=True)
         raise ExportMismatch(f"the {fmt} model's logits differ from PyTorch's by {diff:.3g} (> {TOLERANCE}) on "
                              f"{len(x)} test images: nothing written")
     tmp.replace(out)
-    info = {"run": str(run.path), "package": run.package, "checkpoint": str(ckpt), "format": fmt, "file": str(out),
+    info = {"run": str(run.path), "package": run.package, "checkpoint": chosen.record(), "format": fmt, "file": str(out.resolve()),
             "input": {"name": "images", "shape": ["batch", *shape], "dtype": "float32",
                       "preprocess": "x = (uint8_rgb / 255 - mean) / std", "mean": mean, "std": std},
             "output": {"name": "logits", "classes": classes},
             "check": {"images": len(x), "max_abs_diff": diff, "tolerance": TOLERANCE}}
-    sidecar(out).write_text(json.dumps(info, indent=2))
+    write_text(sidecar(out), json.dumps(info, indent=2))
     return info
 
 
+def _export(net, x, fmt: str, tmp: Path):
+    """Write ``net`` in ``fmt`` to ``tmp``, load it back, return its logits on ``x``."""
+    import torch
+
+    if fmt == "torchscript":
+        import warnings
+
+        with torch.no_grad(), warnings.catch_warnings():  # torch.jit's deprecation, once per call: said in --help
+            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
+            torch.jit.save(torch.jit.trace(net, x[:2]), str(tmp))
+            return torch.jit.load(str(tmp), map_location="cpu")(x).float().detach()
+    import onnxruntime as ort
+
+    with torch.no_grad():
+        program = torch.onnx.export(net, (x[:2],), dynamo=True, input_names=["images"], output_names=["logits"],
+                                    dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    program.save(str(tmp))
+    session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(["logits"], {"images": x.numpy()})[0]).float()
+
+
 def export_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Export a run's network to ONNX or TorchScript, checked against PyTorch on the run's test images.")
+    parser = Parser(prog="cifar-export-model", description="Export a run's network to ONNX or TorchScript, checked against PyTorch on the run's test images.")
     parser.add_argument("run_dir", help="a training run's output_dir")
     parser.add_argument("overrides", nargs="*", help="where the check images are, if the run's data moved: e.g. data.root=PATH")
-    parser.add_argument("--format", required=True, choices=sorted(SUFFIX), help="onnx (needs cifar-shared[export]) or torchscript "
+    parser.add_argument("--format", required=True, choices=sorted(SUFFIX), help="onnx (needs the export extra: uv sync --all-packages --extra export) or torchscript "
                         "(deprecated by PyTorch in favour of torch.export, still loads with torch.jit.load)")
     parser.add_argument("--out", help="output file (default RUN_DIR/export/model.onnx or model.pt)")
     parser.add_argument("--checkpoint", default="best", help="best (default; last.ckpt when there is none), last, or a .ckpt path")

@@ -8,14 +8,13 @@ Runs whose configs differ only in the seed (a ``-m seed=0,1,2`` sweep) also get 
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 from datetime import datetime
 from pathlib import Path
 
 from cifar_shared.errors import UserError
-from cifar_shared.runs.folder import RunFolder, main_guard
+from cifar_shared.runs.folder import Parser, RunFolder, main_guard, output_path, write_text
 
 COLUMNS = ("run", "package", "data", "epochs", "test acc", "macro F1", "parameters", "FLOPs", "wall time")
 
@@ -43,7 +42,7 @@ def model_stats(run_dir: Path) -> tuple[str, str]:
         return "-", "-"
     text = path.read_text()
     params = re.search(r"^Total params:\s*([\d,]+)", text, flags=re.M)
-    flops = re.search(r"^[^\n]*\bFLOPs\b[^\n:]*:\s*([\d.,]+\s*[kKMGTP]?)", text, flags=re.M)
+    flops = re.search(r"FLOPs per image: forward ([\d.,]+ ?[kKMGTP]?)", text)  # model_stats' line
     return (params.group(1) if params else "-"), (flops.group(1).strip() if flops else "-")
 
 
@@ -151,16 +150,20 @@ def plot_curves(rows: list[dict], path: Path) -> Path:
 
 
 def report(paths: list[str], out: str | Path) -> tuple[str, Path, Path]:
-    rows = [describe(p) for p in run_folders(paths)]
+    folders = run_folders(paths)
+    out = output_path(out, "--out", "report.md", tuple(folders))
+    figure = output_path(out.with_suffix(".png"), "--out", "report.md", tuple(folders))
+    rows = [describe(p) for p in folders]
     text = table(rows)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    return text, out, plot_curves(rows, out.with_suffix(".png"))
+    write_text(out, text)
+    try:
+        return text, out, plot_curves(rows, figure)
+    except OSError as e:
+        raise UserError(f"cannot write {figure} ({e.strerror or type(e).__name__}): give --out a writable path") from None
 
 
 def report_main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Markdown table and validation-curve figure over run folders and sweep folders.")
+    parser = Parser(prog="cifar-report", description="Markdown table and validation-curve figure over run folders and sweep folders.")
     parser.add_argument("runs", nargs="+", help="run folders, or sweep folders holding 0/, 1/, ...")
     parser.add_argument("--out", default="cifar-report.md", help="markdown file (default cifar-report.md); the figure goes beside it as .png")
     args = parser.parse_args(argv)
