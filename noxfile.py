@@ -20,7 +20,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 
 # session name -> (workspace package, extras, test folder)
 PACKAGES = {
-    "shared": ("cifar-shared", ["albumentations"], "shared/tests"),
+    "shared": ("cifar-shared", ["albumentations", "test"], "shared/tests"),
     "basiccnn": ("cifar-basiccnn", ["export", "cluster"], "packages/cifar-basiccnn/tests"),
     "resnet": ("cifar-resnet", [], "packages/cifar-resnet/tests"),
     "debugcnn": ("cifar-debugcnn", [], "packages/cifar-debugcnn/tests"),
@@ -51,7 +51,7 @@ def sync(session: nox.Session, package: str, extras: list[str]) -> None:
         "uv", "sync", "--frozen", f"--package={package}", *extra_args, f"--python={session.virtualenv.location}/bin/python",
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
     )
-    session.install("pytest>=8")
+    session.install("pytest>=8")  # the model packages' sessions; cifar-shared's own gets it from its `test` extra
 
 
 def make_test_session(name: str, package: str, extras: list[str], tests: str) -> None:

@@ -17,10 +17,10 @@ import torch
 
 from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.per_sample import albumentations_transform, per_sample_loader
+from cifar_shared.data.real_sets import real_subset_path
 from cifar_shared.data.sources import ImageSet, load_cifar, make_synthetic
 from cifar_shared.data.stats import channel_stats
 from cifar_shared.engine.cli import compose_config
-from cifar_shared.testing import real_subset_path
 
 
 def load_images(root: Path) -> tuple[ImageSet, str]:

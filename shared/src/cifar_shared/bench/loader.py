@@ -21,8 +21,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
+from cifar_shared.data.real_sets import real_subset_path
 from cifar_shared.data.sources import ImageSet, load_cifar, make_synthetic
-from cifar_shared.testing import real_subset_path
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 

@@ -87,7 +87,7 @@ def engine_run(cfg, dm, warmup: int, steps: int, profile_steps: int = 0) -> dict
     from omegaconf import open_dict
 
     from cifar_shared.engine.callbacks import RunRecorder
-    from cifar_shared.engine.resilience import RunGuard
+    from cifar_shared.engine.guard import RunGuard
     from cifar_shared.engine.train import build_module, build_trainer, gpu_flag
 
     class Clock(pl.Callback):

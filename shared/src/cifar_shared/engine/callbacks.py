@@ -45,7 +45,7 @@ class RunRecorder(pl.Callback):
 
     @rank_zero_only  # under DDP every rank records, one writes
     def write(self) -> None:
-        from cifar_shared.engine.resilience import atomic_write
+        from cifar_shared.engine.atomic import atomic_write
 
         atomic_write(self.path, json.dumps({**self.extra, "history": self.history}, indent=2).encode())
 

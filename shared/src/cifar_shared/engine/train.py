@@ -25,12 +25,15 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.utilities import rank_zero_only
 
 from cifar_shared.data.datamodule import ImageDataModule
+from cifar_shared.engine.atomic import AtomicCheckpointIO, atomic_write
 from cifar_shared.engine.callbacks import RunRecorder
 from cifar_shared.engine.config import check_config
 from cifar_shared.engine.console import ConsoleFilter, FileFilter, is_terminal, quiet_libraries
+from cifar_shared.engine.extensions import run_callbacks
+from cifar_shared.engine.guard import RunGuard
 from cifar_shared.engine.model_stats import ModelStats, model_stats
 from cifar_shared.engine.module import ClassificationModule
-from cifar_shared.engine.resilience import AtomicCheckpointIO, RunGuard, atomic_write
+from cifar_shared.engine.run_lock import LOCK_NAME, RunLock
 from cifar_shared.errors import UserError
 
 log = logging.getLogger("cifar_shared.train")
@@ -45,7 +48,17 @@ def train(cfg: DictConfig) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"output_dir {out} cannot be created ({e.strerror or type(e).__name__}): set output_dir=PATH to a writable folder") from None
+    if rank_zero_only.rank != 0:  # DDP's other ranks: rank 0 holds the folder for them
+        return _train_in(cfg, out)
+    with RunLock(out) as lock:  # before anything is written: a second run on a live run's folder writes nothing
+        return _train_in(cfg, out, lock.previous)
+
+
+def _train_in(cfg: DictConfig, out: Path, stale_lock: str = "") -> dict:
+    """``train``'s body, in a run folder this process may write."""
     setup_logging(out / "train.log")  # appends; everything that could replace a file waits for the checks
+    if stale_lock:
+        log.info("took over %s from a run that is no longer running (%s)", out / LOCK_NAME, stale_lock)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, gpu_flag(cfg, "channels_last"))
@@ -215,7 +228,7 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None
     tcfg["precision"] = resolve_precision(tcfg.get("precision", "auto"), tcfg.get("accelerator", "auto"))
     tcfg.update(resolve_determinism(tcfg))
     ccfg = cfg.get("callbacks") or {}
-    callbacks: list[pl.Callback] = [recorder] + ([guard] if guard is not None else []) + list(extra)
+    callbacks: list[pl.Callback] = [*run_callbacks(), recorder] + ([guard] if guard is not None else []) + list(extra)
     ckpt = ccfg.get("checkpoint") or {}
     callbacks.append(EpochCheckpoint(
         dirpath=cfg.checkpoint_dir,

@@ -1,4 +1,8 @@
-"""Tiny on-disk datasets in the real formats, for the tests of every package."""
+"""What the tests of every package share: tiny on-disk datasets in the real formats, the real data
+sets' paths, a tiny model, and (in submodules) the shared suites and the fault injector.
+
+Test-only: this package, and it alone, may need pytest (``pip install 'cifar-shared[test]'``); no
+production module imports it (``shared/tests/test_imports.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,11 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+
+from cifar_shared.data.real_sets import REAL_DATA, real_subset_path
+
+__all__ = ["REAL_DATA", "real_subset_or_skip", "real_subset_path", "write_cifar10", "gloo_shard_worker", "tiny_net",
+           "CIFAR10_CLASSES"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -22,24 +31,6 @@ def write_cifar10(root: Path, per_batch: int = 20, test: int = 10, seed: int = 0
         with open(folder / name, "wb") as f:
             pickle.dump(batch, f, protocol=2)
     return folder
-
-
-REAL_DATA = {  # name beside the repo (../shared/data/NAME) -> (env var that overrides it, file that proves it is there)
-    "cifar10-subset": ("CIFAR10_SUBSET", "cifar-10-batches-py/data_batch_1"),
-    "cifar10-full": ("CIFAR10_FULL", "cifar-10-batches-py/data_batch_1"),
-    "cifar100-subset": ("CIFAR100_SUBSET", "cifar-100-python/train"),
-}
-
-
-def real_subset_path(name: str = "cifar10-subset") -> Path:
-    """A real data set kept beside the repository (``../shared/data/NAME``), or where its env var points."""
-    import os
-
-    env = os.environ.get(REAL_DATA[name][0])
-    if env:
-        return Path(env)
-    repo = Path(__file__).resolve().parents[4]  # testing/ -> cifar_shared/ -> src/ -> shared/ -> the repo
-    return repo.parent / "shared" / "data" / name
 
 
 def real_subset_or_skip(name: str = "cifar10-subset") -> Path:

@@ -4,9 +4,8 @@ A package's ``tests/test_faults.py`` is one line::
 
     from cifar_shared.testing.fault_suite import *  # noqa: F403
 
-The tests then run for that package (found through ``cifar_shared.registry``; a test file under
-``packages/cifar-<name>/`` runs for ``<name>``, one elsewhere for every installed package), on the
-package's ``small_config`` fixture when its conftest has one, else on a generic shrink. A training
+The tests then run once for that package, on the ``small_config`` fixture its conftest must have
+(the package's real config shrunk to seconds; never its default config, which may be large). A training
 subprocess is SIGKILLed mid-epoch 2 and rerun, and its ``metrics.json`` must equal an unbroken
 run's (``time_s`` aside, see ``cifar_shared.testing.faults.VOLATILE``): what a resume must restore
 (weights, optimizer, RNG, metric accumulators, loader position) depends on the package's model
@@ -32,10 +31,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
-from cifar_shared.registry import installed_packages, packages_for_tests
 from cifar_shared.testing import faults
 
-__all__ = ["pytest_generate_tests", "test_kill_and_resume_matches_an_unbroken_run", "test_diverging_run_stops_at_once"]
+__all__ = ["test_kill_and_resume_matches_an_unbroken_run", "test_diverging_run_stops_at_once"]
 
 GENERIC = ["data=synthetic", "data.train_size=320", "data.test_size=64", "batch_size=32", "trainer.enable_progress_bar=false"]
 # every batch end is a mid-epoch checkpoint, so every kill point resumes mid-epoch
@@ -43,12 +41,6 @@ FAULT_RUN = ["epochs=2", "callbacks.checkpoint.every_n_minutes=1e-9", "logger=cs
 # the unbroken reference saves at epoch ends only: it is cheaper, and the killed run, which saves
 # after every batch, must still match it (how often a run saves must not change its numbers)
 UNBROKEN = ["callbacks.checkpoint.every_n_minutes=null"]
-
-
-def pytest_generate_tests(metafunc):
-    if "fault_package" in metafunc.fixturenames:
-        names = packages_for_tests(metafunc.definition.path)
-        metafunc.parametrize("fault_package", names or [pytest.param(None, marks=pytest.mark.skip(reason="no model package installed"))])
 
 
 def write_config(cfg, out: Path) -> Path:
@@ -74,14 +66,8 @@ def four_batches(cfg):
     return cfg
 
 
-def _config_file(request, package: str, out: Path, *overrides: str) -> tuple[Path, object]:
-    try:
-        small = request.getfixturevalue("small_config")
-        cfg = small(out, *FAULT_RUN, *overrides)
-    except pytest.FixtureLookupError:
-        from cifar_shared.engine.cli import compose_config
-
-        cfg = compose_config(installed_packages()[package], [*GENERIC, f"output_dir={out}", *FAULT_RUN, *overrides])
+def _config_file(small_config, out: Path, *overrides: str) -> tuple[Path, object]:
+    cfg = small_config(out, *FAULT_RUN, *overrides)
     return write_config(four_batches(cfg), out), cfg
 
 
@@ -99,11 +85,11 @@ def tiny_config(out: Path, *overrides: str) -> tuple[Path, object]:
     return write_config(four_batches(cfg), out), cfg
 
 
-def run_in_process(path: Path, capsys) -> tuple[int, str, str]:
-    """``python -m cifar_shared.testing.faults run PATH`` in this process: (exit code, stdout, stderr)."""
+def run_in_process(path: Path, capsys, fault: str | None = None) -> tuple[int, str, str]:
+    """``python -m cifar_shared.testing.faults run PATH [--fault SPEC]`` in this process: (exit code, stdout, stderr)."""
     capsys.readouterr()
     try:
-        faults.run_config(str(path))
+        faults.run_config(str(path), fault)
         code = 0
     except SystemExit as e:
         code = e.code
@@ -123,11 +109,11 @@ def steps_per_epoch(cfg) -> int:
 
 
 @pytest.mark.slow  # subprocesses: once per package, on the first Python of the matrix
-def test_kill_and_resume_matches_an_unbroken_run(fault_package, request, tmp_path, capsys):
+def test_kill_and_resume_matches_an_unbroken_run(small_config, tmp_path, capsys):
     """SIGKILL mid-epoch 2 (no chance to save), rerun: it resumes from the last mid-epoch checkpoint
     and must end with the unbroken run's numbers, for this package's model, optimizer and data."""
-    unbroken, _ = _config_file(request, fault_package, tmp_path / "unbroken", *UNBROKEN)
-    broken, cfg = _config_file(request, fault_package, tmp_path / "broken")
+    unbroken, _ = _config_file(small_config, tmp_path / "unbroken", *UNBROKEN)
+    broken, cfg = _config_file(small_config, tmp_path / "broken")
     n = steps_per_epoch(cfg)
     assert n >= 4, "the small config needs >= 4 training batches per epoch for this kill point"
     code, _, err = run_in_process(unbroken, capsys)
@@ -142,9 +128,9 @@ def test_kill_and_resume_matches_an_unbroken_run(fault_package, request, tmp_pat
 
 
 @pytest.mark.filterwarnings("ignore:Encountered `nan` values")  # torchmetrics, on the diverged batch
-def test_diverging_run_stops_at_once(fault_package, request, tmp_path, capsys):
+def test_diverging_run_stops_at_once(small_config, tmp_path, capsys):
     """An absurd lr: the first non-finite loss stops the run with one line; no NaN model is saved."""
-    path, _ = _config_file(request, fault_package, tmp_path / "run", "optim=sgd", "lr=1e30")
+    path, _ = _config_file(small_config, tmp_path / "run", "optim=sgd", "lr=1e30")
     code, _, err = run_in_process(path, capsys)
     assert code == 2, err[-2000:]
     line = err.strip().splitlines()[-1]

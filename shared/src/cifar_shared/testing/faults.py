@@ -1,14 +1,25 @@
 """Kill a training run at chosen moments, rerun it, compare with an unbroken run.
 
+The fault injector is test machinery the harness installs into a run, never read by a user's run:
+a fault spec ``point:N[,point:N]`` SIGKILLs the process at a chosen moment (``batch:N`` after the
+training batch of global step N, ``val_batch:N`` after this process's N-th validation batch,
+``ckpt_write:N`` half-way through this process's N-th checkpoint write) or sends it a signal
+(``sigint:N`` / ``sigterm:N`` after global step N). ``inject(spec)`` installs it in this process
+through ``cifar_shared.engine.extensions`` (a callback, and a checkpoint writer that can die
+half-way); on the command line::
+
+    python -m cifar_shared.testing.faults run CONFIG.yaml --fault batch:2     # train() on a resolved config
+    python -m cifar_shared.testing.faults exec --fault batch:2 -- basiccnn-train data=synthetic epochs=1
+
 Used by the fault-injection tests (``cifar_shared.testing.fault_suite``) and by hand::
 
     python -m cifar_shared.testing.faults cli OUT_ROOT basiccnn-train data=cifar10 ... epochs=4 \\
         --kills kill@40,ckpt_write:2,val_batch:5,int@30,batch:120
 
 runs the command once unbroken into OUT_ROOT/unbroken, then once into OUT_ROOT/broken where each
-``--kills`` entry is one attempt that dies there (``CIFAR_FAULT``, see ``engine.resilience``, or
-a signal from outside after some seconds, ``kill@S`` / ``int@S`` / ``term@S``),
-then one clean attempt to finish, and prints whether the two ``metrics.json`` are equal.
+``--kills`` entry is one attempt that dies there (a fault spec, run under ``exec``, or a signal
+from outside after some seconds, ``kill@S`` / ``int@S`` / ``term@S``), then one clean attempt to
+finish, and prints whether the two ``metrics.json`` are equal.
 """
 
 from __future__ import annotations
@@ -19,7 +30,15 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+
+import pytorch_lightning as pl
+
+from cifar_shared.engine.atomic import AtomicCheckpointIO
+from cifar_shared.engine.extensions import run_callbacks_added
+
+POINTS = ("batch", "val_batch", "ckpt_write", "sigint", "sigterm")
 
 # Fields that measure the machine, not the run: wall times differ between any two runs.
 VOLATILE = {"time_s"}
@@ -32,14 +51,94 @@ def comparable(metrics: dict) -> dict:
     return out
 
 
+def parse_spec(spec: str) -> dict[str, int]:
+    """``"batch:3,ckpt_write:1"`` -> ``{"batch": 3, "ckpt_write": 1}``; a typo is an error, not a run that never dies."""
+    points = {}
+    for part in filter(None, spec.split(",")):
+        name, _, count = part.partition(":")
+        if name not in POINTS or not count.isdigit():
+            raise ValueError(f"bad fault {part!r}: expected POINT:N with POINT one of {', '.join(POINTS)}")
+        points[name] = int(count)
+    return points
+
+
+def _die(point: str) -> None:
+    sig = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}.get(point, signal.SIGKILL)
+    os.kill(os.getpid(), sig)
+
+
+class FaultyCheckpointIO(AtomicCheckpointIO):
+    """The run's atomic checkpoint writer, SIGKILLed half-way through this process's N-th write."""
+
+    writes = 0  # this process's checkpoint writes
+
+    def __init__(self, die_at: int | None):
+        super().__init__()
+        self.die_at = die_at
+
+    def write(self, checkpoint: dict, f) -> None:
+        FaultyCheckpointIO.writes += 1
+        super().write(checkpoint, f)
+        if FaultyCheckpointIO.writes == self.die_at:
+            f.flush()
+            f.truncate(f.tell() // 2)
+            _die("ckpt_write")
+
+
+class FaultInjector(pl.Callback):
+    """Dies (or signals itself) at the points of a fault spec; first in the trainer's callbacks, so
+    a ``sigint`` lands before ``RunGuard`` looks at the batch's end and a ``batch`` kill before it saves."""
+
+    val_batches = 0  # this process's validation batches (sanity checks aside)
+
+    def __init__(self, points: dict[str, int]):
+        self.points = points
+
+    def _at(self, point: str, count: int) -> None:
+        if self.points.get(point) == count:
+            _die(point)
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        if "ckpt_write" in self.points and not isinstance(trainer.strategy.checkpoint_io, FaultyCheckpointIO):
+            trainer.strategy.checkpoint_io = FaultyCheckpointIO(self.points["ckpt_write"])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        for point in ("batch", "sigint", "sigterm"):
+            self._at(point, trainer.global_step)
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            FaultInjector.val_batches += 1
+            self._at("val_batch", FaultInjector.val_batches)
+
+
+@contextmanager
+def inject(spec: str | None):
+    """Every run trained inside the ``with`` block dies at ``spec``'s points (nothing if None)."""
+    if not spec:
+        yield
+        return
+    points = parse_spec(spec)
+    with run_callbacks_added(lambda: [FaultInjector(points)]):
+        yield
+
+
 def load(run_dir: Path) -> dict:
     return json.loads((Path(run_dir) / "metrics.json").read_text())
 
 
+def with_fault(cmd: list[str], spec: str) -> list[str]:
+    """``cmd`` with the fault injector installed: ``config_command``'s ``run`` takes ``--fault``;
+    any other command (a ``*-train`` script) runs in-process under ``exec``."""
+    if cmd[1:4] == ["-m", __spec__.name, "run"]:
+        return [*cmd, "--fault", spec]
+    return [sys.executable, "-m", __spec__.name, "exec", "--fault", spec, "--", *cmd]
+
+
 def attempt(cmd: list[str], fault: str | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-    """One run. ``fault``: a ``CIFAR_FAULT`` spec (the process kills itself there), or
+    """One run. ``fault``: a fault spec (the process kills itself there, see ``inject``), or
     ``int@SECONDS`` / ``term@SECONDS`` / ``kill@SECONDS``: that signal from outside after SECONDS."""
-    env = {k: v for k, v in os.environ.items() if k != "CIFAR_FAULT"}
+    env = dict(os.environ)
     if fault and "@" in fault:
         name, after = fault.split("@")
         sig = {"int": signal.SIGINT, "term": signal.SIGTERM, "kill": signal.SIGKILL}[name]
@@ -51,7 +150,7 @@ def attempt(cmd: list[str], fault: str | None = None, timeout: float = 900) -> s
             out, err = proc.communicate(timeout=timeout)
         return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
     if fault:
-        env["CIFAR_FAULT"] = fault
+        cmd = with_fault(cmd, fault)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -67,7 +166,7 @@ def config_command(config_yaml: Path) -> list[str]:
     return [sys.executable, "-m", "cifar_shared.testing.faults", "run", str(config_yaml)]
 
 
-def run_config(path: str) -> None:
+def run_config(path: str, fault: str | None = None) -> None:
     """The CLI's job without Hydra: UserError -> one line, exit 2; signals exit 130/143."""
     from omegaconf import OmegaConf
 
@@ -76,9 +175,25 @@ def run_config(path: str) -> None:
     from cifar_shared.errors import UserError
 
     try:
-        train(OmegaConf.load(path))
+        with inject(fault):
+            train(OmegaConf.load(path))
     except UserError as e:
         fail(str(e))
+
+
+def exec_script(command: list[str], fault: str | None) -> None:
+    """An installed console script (``basiccnn-train ...``, by name or path) in this process, with
+    the fault injector installed: the real command line, test machinery added from outside."""
+    from importlib.metadata import entry_points
+
+    name = Path(command[0]).name
+    found = entry_points(group="console_scripts", name=name)
+    if not found:
+        raise SystemExit(f"error: {name} is not an installed console script")
+    main = next(iter(found)).load()
+    sys.argv = [command[0], *command[1:]]
+    with inject(fault):
+        main()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,12 +202,19 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="what", required=True)
     r = sub.add_parser("run", help="train on a resolved config.yaml (test helper)")
     r.add_argument("config")
+    r.add_argument("--fault", help="a fault spec, e.g. batch:2,ckpt_write:1")
+    e = sub.add_parser("exec", help="a *-train console script, in this process, with --fault installed")
+    e.add_argument("--fault", help="a fault spec, e.g. batch:2,ckpt_write:1")
+    e.add_argument("command", nargs=argparse.REMAINDER)
     c = sub.add_parser("cli", help="unbroken vs killed-and-rerun, for a *-train command")
     c.add_argument("out_root", type=Path)
     c.add_argument("command", nargs=argparse.REMAINDER)
     args, rest = p.parse_known_args(argv)
     if args.what == "run":
-        run_config(args.config)
+        run_config(args.config, args.fault)
+        return 0
+    if args.what == "exec":
+        exec_script(args.command[1:] if args.command[:1] == ["--"] else args.command, args.fault)
         return 0
     cmd = list(args.command)
     kills: list[str] = []

@@ -1,80 +1,38 @@
-"""What makes a run survive kill -9, Ctrl-C and NaN.
+"""The callback that makes a run survive Ctrl-C, SIGTERM and NaN, and resume exactly.
 
-- ``atomic_write`` / ``AtomicCheckpointIO``: every checkpoint and ``metrics.json`` is written
-  aside and renamed over the old file, so a kill during a write leaves the previous good file; a
-  full disk is one ``UserError``; a model with non-finite weights is never written.
-- ``RunGuard``: puts into each checkpoint what the rest of the run depends on besides weights and
-  optimizer (RNG states, the epoch's metric accumulators, the lr the epoch started with, the run
-  name), restores it on resume, saves mid-epoch checkpoints every ``every_n_minutes`` and on
-  SIGINT/SIGTERM (then exits 130/143 with a resume line), and stops at the first non-finite loss.
-- ``CIFAR_FAULT`` (tests only): ``point:N[,point:N]`` SIGKILLs the process at a chosen moment:
-  ``batch:N`` after the N-th training batch (global step N), ``val_batch:N`` after the N-th
-  validation batch of this process, ``ckpt_write:N`` half-way through this process's N-th
-  checkpoint write, ``sigint:N`` / ``sigterm:N`` sends that signal to itself after global step N.
+``RunGuard`` puts into each checkpoint what the rest of the run depends on besides weights and
+optimizer (RNG states, the epoch's metric accumulators, the lr the epoch started with, the run
+name), restores it on resume, saves mid-epoch checkpoints every ``every_n_minutes`` and on
+SIGINT/SIGTERM (then exits 130/143 with a resume line), and stops at the first non-finite loss.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import random
 import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytorch_lightning as pl
 import torch
-from lightning_fabric.plugins import TorchCheckpointIO
 from torchmetrics import Metric
 
+from cifar_shared.engine.lightning_internals import (
+    batches_started,
+    fit_loaders,
+    saved_loader_states,
+)
+from cifar_shared.engine.run_state import (
+    load_metric_states,
+    metric_states,
+    rng_states,
+    set_rng_states,
+)
 from cifar_shared.errors import UserError
 
-log = logging.getLogger("cifar_shared.resilience")
-
-
-# --------------------------------------------------------------------------- fault injection (tests)
-
-def _faults() -> dict[str, int]:
-    spec = os.environ.get("CIFAR_FAULT", "")
-    return {k: int(v) for k, v in (p.split(":") for p in spec.split(",") if p)}
-
-
-def fault(point: str, count: int) -> None:
-    """SIGKILL (or signal) this process when ``CIFAR_FAULT`` names ``point:count``."""
-    if _faults().get(point) != count:
-        return
-    sig = {"sigint": signal.SIGINT, "sigterm": signal.SIGTERM}.get(point, signal.SIGKILL)
-    os.kill(os.getpid(), sig)
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
-def _disk_error(path: Path, e: OSError) -> UserError:
-    what = "no space left on the device" if e.errno == errno.ENOSPC else (e.strerror or type(e).__name__)
-    return UserError(f"cannot write {path}: {what}; free space or set output_dir elsewhere (the previous {path.name} is kept)")
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` beside ``path`` and rename it over ``path``: readers see the old or the new file."""
-    path = Path(path)
-    tmp = partial_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise _disk_error(path, e) from None
+log = logging.getLogger("cifar_shared.guard")
 
 
 def nonfinite_weights(module: torch.nn.Module) -> list[str]:
@@ -84,71 +42,6 @@ def nonfinite_weights(module: torch.nn.Module) -> list[str]:
     tensors = [*module.named_parameters(), *module.named_buffers()]
     return [k for k, v in tensors if v.is_floating_point() and not k.startswith(metric_prefixes) and not torch.isfinite(v).all()]
 
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writer, made atomic (``RunGuard`` refuses models with NaN/inf weights)."""
-
-    writes = 0  # this process's checkpoint writes, for ``CIFAR_FAULT=ckpt_write:N``
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        path = Path(path)
-        AtomicCheckpointIO.writes += 1
-        tmp = partial_path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                if _faults().get("ckpt_write") == AtomicCheckpointIO.writes:  # die half-way through the write
-                    f.flush()
-                    f.truncate(f.tell() // 2)
-                    fault("ckpt_write", AtomicCheckpointIO.writes)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise _disk_error(path, e) from None
-
-
-# --------------------------------------------------------------------------- random and metric state
-
-def rng_states() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # plain types: checkpoints load with weights_only=True
-    states = {"torch": torch.get_rng_state(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss], "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
-    return states
-
-
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states["torch"])
-    kind, keys, pos, has_gauss, gauss = states["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
-    random.setstate(states["python"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
-
-
-def metric_states(module: torch.nn.Module) -> dict:
-    """The accumulators of every torchmetrics ``Metric`` in the module (train/loss, train/acc, ...)."""
-    def copy(v):
-        return v.detach().clone().cpu() if torch.is_tensor(v) else [t.detach().clone().cpu() for t in v]
-
-    return {name: {"state": {k: copy(v) for k, v in m.metric_state.items()}, "count": m._update_count}
-            for name, m in module.named_modules() if isinstance(m, Metric)}
-
-
-def load_metric_states(module: torch.nn.Module, states: dict) -> None:
-    for name, m in module.named_modules():
-        if isinstance(m, Metric) and name in states:
-            device = m.device
-            for k, v in states[name]["state"].items():
-                setattr(m, k, v.to(device) if torch.is_tensor(v) else [t.to(device) for t in v])
-            m._update_count = states[name]["count"]
-            m._computed = None
-
-
-# --------------------------------------------------------------------------- the callback
 
 class Interrupted(SystemExit):
     """Raised after the interrupt checkpoint is saved; exit status 128 + signal number."""
@@ -164,6 +57,7 @@ class RunGuard(pl.Callback):
 
     KEY = "cifar_run"
     CHECK_EVERY = 50  # GPU steps between looks at the non-finite-loss flag
+    REPEAT_WINDOW_S = 1.0  # the same signal again within this is one interrupt delivered twice, not a second
     defer_check: bool | None = None  # None: deferred on GPUs, at once on CPU (tests force either)
 
     def __init__(self, checkpoint_dir: str | Path, run_name: str, every_n_minutes: float | None = 10, recorder=None):
@@ -171,12 +65,12 @@ class RunGuard(pl.Callback):
         self.run_name, self.recorder = run_name, recorder
         self.every_s = None if not every_n_minutes else float(every_n_minutes) * 60
         self.signum: int | None = None
+        self._signalled_at = 0.0
         self._restore: dict | None = None
         self._mid_epoch = False
         self._replay = False
         self._epoch_lrs: list[float] = []
         self._last_save = time.monotonic()
-        self._val_batches = 0
         self._old_handlers: dict = {}
         self._nonfinite: torch.Tensor | None = None  # GPU: first non-finite (loss, step, lr), step -1 while none
         self._unchecked = 0
@@ -192,10 +86,14 @@ class RunGuard(pl.Callback):
         self._old_handlers = {}
 
     def _on_signal(self, signum, frame) -> None:
-        if self.signum is not None:  # second Ctrl-C: stop now; every file on disk is whole
+        now = time.monotonic()
+        if self.signum is not None:
+            if signum == self.signum and now - self._signalled_at < self.REPEAT_WINDOW_S:
+                return  # the same interrupt delivered twice (`uv run` forwards it to a group that got it too)
+            # a second Ctrl-C: stop now; every file on disk is whole
             print("interrupted again: stopping now; run the same command to resume from the last checkpoint", file=sys.stderr, flush=True)
             os._exit(128 + signum)
-        self.signum = signum
+        self.signum, self._signalled_at = signum, now
 
     def exit_interrupted(self, epoch: int, step: int) -> None:
         print(f"interrupted at epoch {epoch} step {step}; run the same command to resume", file=sys.stderr, flush=True)
@@ -219,8 +117,7 @@ class RunGuard(pl.Callback):
     def on_load_checkpoint(self, trainer, pl_module, checkpoint) -> None:
         self._restore = checkpoint.get(self.KEY)
         if self._restore:
-            fit_state = checkpoint.get("loops", {}).get("fit_loop", {}).get("state_dict", {})
-            self._restore["loaders"] = fit_state.get("combined_loader", [])
+            self._restore["loaders"] = saved_loader_states(checkpoint)
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._last_save = time.monotonic()
@@ -232,7 +129,7 @@ class RunGuard(pl.Callback):
             # Lightning hands loaders their state only if it builds them after the restore; a
             # scheduler that asks for estimated_stepping_batches builds them before: do it here
             # (the epoch's iterator has not started yet, so it starts at the saved batch)
-            loaders = [dl for dl in trainer.fit_loop._combined_loader.flattened if hasattr(dl, "load_state_dict")]
+            loaders = [dl for dl in fit_loaders(trainer) or [] if hasattr(dl, "load_state_dict")]
             for dl, loader_state in zip(loaders, state["loaders"]):
                 dl.load_state_dict(loader_state)
             load_metric_states(pl_module, state["metrics"])
@@ -258,7 +155,7 @@ class RunGuard(pl.Callback):
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         loss = loss.detach()
-        step = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        step = batches_started(trainer)
         lr = trainer.optimizers[0].param_groups[0]["lr"]
         deferred = loss.device.type != "cpu" if self.defer_check is None else self.defer_check
         if not deferred:  # on CPU reading it back costs nothing: stop before this step's update
@@ -296,9 +193,6 @@ class RunGuard(pl.Callback):
                         "no checkpoint holds the diverged model")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        fault("batch", trainer.global_step)
-        fault("sigint", trainer.global_step)
-        fault("sigterm", trainer.global_step)
         if batch_idx + 1 >= trainer.num_training_batches:
             return  # the epoch-end checkpoint follows validation; a signal exits at the next epoch start
         due = self.every_s is not None and time.monotonic() - self._last_save >= self.every_s
@@ -319,17 +213,12 @@ class RunGuard(pl.Callback):
         if signalled:
             self.exit_interrupted(trainer.current_epoch + 1, batch_idx + 1)
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not trainer.sanity_checking:
-            self._val_batches += 1
-            fault("val_batch", self._val_batches)
-
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.check_finite(trainer)  # before ModelCheckpoint saves last.ckpt (Lightning runs it after other callbacks)
         self._last_save = time.monotonic()
 
     @staticmethod
     def _resumable(trainer) -> bool:
-        loader = trainer.fit_loop._combined_loader
-        return loader is not None and all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loader.flattened)
+        loaders = fit_loaders(trainer)
+        return loaders is not None and all(hasattr(dl, "state_dict") and hasattr(dl, "load_state_dict") for dl in loaders)
 
