@@ -229,7 +229,7 @@ class QViT(nn.Module):
         if done:
             blocks = self.hf.config.num_hidden_layers
             log.info("quantized %d layers (%d blocks x 6 + patch embedding + classifier = %d)%s%s: %s", len(done), blocks,
-                     6 * blocks + 2, f"; per-head q/k/attention probabilities at {attn_bits} bits" if is_quantized(attn_bits) else "",
+                     6 * blocks + 2, f"; per-head q/k/v and attention probabilities at {attn_bits} bits" if is_quantized(attn_bits) else "",
                      "; query/key/value share one input quantizer per block (Q-ViT's fused qkv)" if shared else "",
                      ", ".join(done))
         return done
