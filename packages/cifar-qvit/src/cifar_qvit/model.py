@@ -93,7 +93,7 @@ def _hf_config(pretrained: str | None, size: str, num_classes: int):
 
 def _no_weights(pretrained: str) -> str:
     return (f"cannot load ViT weights '{pretrained}' (no network and not in the Hugging Face cache): download them once "
-            f"(`huggingface-cli download {pretrained}`, then HF_HUB_OFFLINE=1), or set model.pretrained=DIR "
+            f"(`hf download {pretrained}`, then HF_HUB_OFFLINE=1), or set model.pretrained=DIR "
             "(a save_pretrained folder), or model.pretrained=null model.size=tiny|small|base|large for random init")
 
 
