@@ -41,3 +41,31 @@ def fp_run(tmp_path_factory):
 def gpu_subset_overrides() -> list[str]:
     """The GPU subset test: no hub weights offline, so the random-init 224-px ViT-Small (the resize path)."""
     return ["model.pretrained=null", "model.size=small", "batch_size=64", "lr=1e-3"]
+
+
+def write_cifar100(root: Path, train: int = 300, test: int = 200, seed: int = 0) -> Path:
+    """CIFAR-100 in the official python layout (cifar-100-python/{train,test,meta}), tiny: random
+    images, every fine class present in both splits."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class{i:02d}" for i in range(100)],
+                     "coarse_label_names": [f"super{i:02d}" for i in range(20)]}, f, protocol=2)
+    for name, n in (("train", train), ("test", test)):
+        fine = (np.arange(n) % 100).tolist()
+        batch = {"batch_label": f"{name} batch", "fine_labels": fine, "coarse_labels": [c // 5 for c in fine],
+                 "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8)}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    return folder
+
+
+@pytest.fixture
+def cifar100_root(tmp_path) -> Path:
+    write_cifar100(tmp_path / "cifar100")
+    return tmp_path / "cifar100"

@@ -29,18 +29,25 @@ def test_help():
     assert cli("--help").returncode == 0
 
 
+def test_a_missing_local_folder_is_one_line_without_a_hub_hint(tmp_path):
+    result = cli(f"model.pretrained={tmp_path / 'nonexistent'}", f"output_dir={tmp_path / 'run'}")
+    assert_one_line_error(result, f"model.pretrained={tmp_path / 'nonexistent'} does not exist", "save_pretrained")
+    assert "download" not in result.stderr and not (tmp_path / "run").exists()
+
+
 def test_no_network_and_no_weights_is_one_line(tmp_path):
     empty = tmp_path / "hf"
     empty.mkdir()
     result = cli("data=synthetic", "logger=tensorboard", f"output_dir={tmp_path / 'run'}",
                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(empty)})
-    assert_one_line_error(result, "cannot load ViT weights 'google/vit-large-patch16-224'", "model.pretrained=DIR", "model.size=tiny")
+    assert_one_line_error(result, "cannot load ViT weights 'google/vit-large-patch16-224'", "`hf download google/vit-large-patch16-224`",
+                          "model.pretrained=DIR", "model.size=tiny")
     assert not (tmp_path / "run" / "config.yaml").exists()
 
 
 def test_bad_bits_and_class_count_and_size():
     assert_one_line_error(cli("model.nbits_w=1"), "model.nbits_w=1 is invalid")
-    assert_one_line_error(cli("model.num_classes=100"), "model.num_classes=100 but data=cifar10 has 10 classes")
+    assert_one_line_error(cli("model.num_classes=10"), "model.num_classes=10 but data=cifar100 has 100 classes", "data=cifar10")
     assert_one_line_error(cli("model.size=huge"), "model.size='huge' is invalid", "tiny")
 
 

@@ -28,10 +28,12 @@ def test_package_is_registered_for_shared_tools():
     assert compose_config(installed_packages()["qvit"], []).name == "qvit"
 
 
-def test_default_loggers_are_wandb_offline_and_tensorboard(tmp_path, monkeypatch):
-    from cifar_shared.engine.train import build_loggers
+def test_default_loggers_are_wandb_offline_without_a_login_and_tensorboard(tmp_path, monkeypatch):
+    from cifar_shared.engine.loggers import build_loggers
 
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "NETRC"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
     cfg = compose_config("cifar_qvit.conf", [f"output_dir={tmp_path}", "logger.wandb.project=myproj"])
     loggers = {type(lg).__name__: lg for lg in build_loggers(cfg)}
     assert set(loggers) == {"TensorBoardLogger", "WandbLogger"}

@@ -94,3 +94,29 @@ def test_first_batch_init_runs_once_and_again_after_loading_a_fresh_state():
     assert not any(m._ready for m in parts)
     net(x)
     assert all(m._ready and bool(m.initialized) for m in parts)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_values_entering_probs_at_v_are_quantized_per_head_in_every_block(monkeypatch, bits):
+    """Q-ViT quantizes both operands of probs @ v: the value tensor each block multiplies takes at
+    most 2^bits distinct levels per head (it was full precision before)."""
+    torch.manual_seed(0)
+    net = QViT(10, pretrained=None, size="tiny", nbits_w=bits, nbits_a=bits).train()
+    x = torch.randn(4, 3, 32, 32)
+    net(x)  # the quantizers set themselves from this first training batch
+    head_dim = net.hf.config.hidden_size // net.hf.config.num_attention_heads
+    values, matmul = [], torch.matmul
+
+    def recording_matmul(a, b, *args, **kwargs):
+        if a.dim() == 4 and a.shape[-1] == a.shape[-2] and b.shape[-1] == head_dim:  # probs (B,H,N,N) @ v (B,H,N,D)
+            values.append(b.detach())
+        return matmul(a, b, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "matmul", recording_matmul)
+    with torch.no_grad():
+        net.eval()(x)
+    assert len(values) == net.hf.config.num_hidden_layers
+    for v in values:
+        for head in range(v.shape[1]):
+            levels = torch.unique(v[:, head]).numel()
+            assert 2 < levels <= 2**bits, levels

@@ -160,3 +160,26 @@ def test_save_pretrained_vit_with_1000_classes_trains_head_replaced(tmp_path, sm
     assert line.count("[") == 14 and "classifier[classifier W8A8]" in line and "projection[patch_embed W8A8]" in line
     state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
     assert state["net.hf.classifier.weight"].shape[0] == 10 and 0 <= test["acc"] <= 1
+
+
+def test_pretrained_1000_class_vit_fine_tunes_on_cifar100_with_a_100_class_head(tmp_path, small_config, cifar100_root):
+    """The original's setting: a 1000-class pretrained ViT becomes a 100-class model on CIFAR-100
+    (the default data), normalizing with the statistics it was pretrained with, not CIFAR-100's."""
+    import json
+
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    from cifar_qvit.model import SIZES
+
+    vit = tmp_path / "vit"
+    ViTForImageClassification(ViTConfig(**{**SIZES["tiny"], "num_hidden_layers": 1}, num_labels=1000)).save_pretrained(vit)
+    ViTImageProcessor(image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(vit)
+    out = tmp_path / "run"
+    test = train(small_config(out, f"model.pretrained={vit}", data=[f"data.root={cifar100_root}", "data.download=false"]))
+    state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
+    assert state["net.hf.classifier.weight"].shape == (100, 128)
+    matrix = test["confusion_matrix"]
+    assert len(matrix) == 100 and all(len(row) == 100 for row in matrix) and sum(map(sum, matrix)) == 200
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["input"]["mean"] == [0.5, 0.5, 0.5] and metrics["input"]["std"] == [0.5, 0.5, 0.5]
+    assert len(metrics["classes"]) == 100

@@ -1,4 +1,8 @@
-"""Entry points: ``debugcnn-train`` and ``debugcnn-check`` (same config, same overrides)."""
+"""Entry points: ``debugcnn-train`` and ``debugcnn-check`` (same config, same overrides).
+
+The original project's argparse flags (``--use_cifar10 --max_epochs 10 ...``) are mapped to Hydra
+keys by the shared ``run()`` from the table ``conf/original_keys.yaml``.
+"""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""Q-ViT's attention: IRM + per-head quantized queries/keys and quantized attention probabilities.
+"""Q-ViT's attention: IRM + per-head quantized queries/keys/values and quantized attention probabilities.
 
 Registered with transformers as the attention function ``"qvit"`` (its ``AttentionInterface``),
 so ViT's own attention module keeps its projections and calls this for the
@@ -47,8 +47,9 @@ class IRM(FirstBatchInit):
 
 
 class QAttention(nn.Module):
-    """The quantized parts of one attention module: IRM on q/k, then LSQ+ per head on q, k and
-    probabilities; and ``qkv_input``, the one LSQ+ quantizer of the projections' shared input."""
+    """The quantized parts of one attention module: IRM on q/k, then LSQ+ per head on q, k, the
+    probabilities and the values v (both operands of probs @ v are low-bit, as in Q-ViT); and
+    ``qkv_input``, the one LSQ+ quantizer of the projections' shared input."""
 
     def __init__(self, heads: int, bits: int, irm: bool = True, qkv_input: LsqPlusAct | None = None):
         super().__init__()
@@ -58,6 +59,7 @@ class QAttention(nn.Module):
         self.q_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
         self.k_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
         self.p_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
+        self.v_quant = LsqPlusAct(bits, heads, dim=1) if quant else None
 
     def queries_keys(self, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.irm_q is not None:
@@ -68,6 +70,9 @@ class QAttention(nn.Module):
 
     def probabilities(self, p: torch.Tensor) -> torch.Tensor:
         return self.p_quant(p) if self.p_quant is not None else p
+
+    def values(self, v: torch.Tensor) -> torch.Tensor:  # v: (B, H, N, D), one step/offset per head
+        return self.v_quant(v) if self.v_quant is not None else v
 
 
 def quantize_qkv_input(module: nn.Module, args: tuple, kwargs: dict):
@@ -98,7 +103,7 @@ def qvit_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, va
         scores = scores + attention_mask
     probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
     if extra is not None:
-        probs = extra.probabilities(probs)
+        probs, value = extra.probabilities(probs), extra.values(value)
     probs = nn.functional.dropout(probs, p=dropout, training=module.training)
     out = torch.matmul(probs, value).transpose(1, 2).contiguous()
     return out, probs

@@ -5,7 +5,9 @@ torch and transformers are imported inside the functions, so a mistyped key fail
 
 from __future__ import annotations
 
-import sys
+import os
+import re
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -15,14 +17,34 @@ from cifar_shared.errors import UserError
 
 # Closed sets of values, checked before anything heavy is imported (a test keeps them in step).
 CHOICES = {"model.size": ("tiny", "small", "base", "large")}
-# The original project's keys that moved: logger.project was its W&B project.
-RENAMED = {"logger.project": "logger.wandb.project"}
 _CLASSES = {"cifar10": 10, "cifar100": 100}
 
 
+def looks_like_path(value: str) -> bool:
+    """A hub id is ``name`` or ``org/name``; a leading /, ., ~ or drive letter, or two slashes, is a path."""
+    return bool(re.match(r"^(/|\.|~|[A-Za-z]:[\\/])", value)) or value.count("/") >= 2 or "\\" in value
+
+
+def check_pretrained(pretrained) -> None:
+    """A path that is not a save_pretrained folder is one line now, not a hub download attempt later."""
+    if pretrained is None:
+        return
+    path = Path(os.path.expanduser(str(pretrained)))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(f"model.pretrained={pretrained} has no config.json: give a folder written by save_pretrained, "
+                            "a hub id (e.g. google/vit-large-patch16-224) or null (random init of model.size)")
+    elif looks_like_path(str(pretrained)):
+        raise UserError(f"model.pretrained={pretrained} does not exist: give a folder written by save_pretrained, "
+                        "a hub id (e.g. google/vit-large-patch16-224) or null (random init of model.size)")
+
+
 def check_qvit(cfg: DictConfig) -> None:
+    """The package's own rules, run by the shared ``run()`` on every composed config (each job of a
+    ``-m`` sweep) before torch or transformers is imported."""
     check_config(cfg, CHOICES)
     m = cfg.model
+    check_pretrained(m.get("pretrained"))
     for key in ("nbits_w", "nbits_a"):
         bits = m.get(key)
         if not (isinstance(bits, int) and not isinstance(bits, bool) and (bits in (-1, 32) or 2 <= bits <= 8)):
@@ -34,7 +56,12 @@ def check_qvit(cfg: DictConfig) -> None:
     expected = cfg.data.get("num_classes") if cfg.data.name == "synthetic" else _CLASSES.get(cfg.data.name)
     if m.get("num_classes") is not None and expected is not None and m.num_classes != expected:
         raise UserError(f"model.num_classes={m.num_classes} but data={cfg.data.name} has {expected} classes: the head follows the data, "
-                        f"pick the data instead (e.g. data=cifar100) or drop model.num_classes")
+                        f"pick the data instead ({_data_hint(m.num_classes)}) or drop model.num_classes")
+
+
+def _data_hint(num_classes) -> str:
+    names = [f"data={name}" for name, n in _CLASSES.items() if n == num_classes]
+    return names[0] if names else "e.g. data=folder data.root=DIR"
 
 
 def train_qvit(cfg: DictConfig) -> dict:
@@ -53,17 +80,9 @@ def train_qvit(cfg: DictConfig) -> dict:
         raise
 
 
-def translate(argv: list[str]) -> list[str]:
-    out = []
-    for arg in argv:
-        key, eq, value = arg.partition("=")
-        out.append(f"{RENAMED[key]}={value}" if eq and key in RENAMED else arg)
-    return out
-
-
 def train_main() -> None:
-    sys.argv = [sys.argv[0], *translate(sys.argv[1:])]
-    run("cifar_qvit.conf", train_qvit, choices=CHOICES)
+    # the original's keys (training.batch_size, logger.project) are mapped by conf/original_keys.yaml
+    run("cifar_qvit.conf", train_qvit, choices=CHOICES, check=check_qvit)
 
 
 def export_main(argv: list[str] | None = None) -> None:

@@ -93,7 +93,7 @@ def _hf_config(pretrained: str | None, size: str, num_classes: int):
 
 def _no_weights(pretrained: str) -> str:
     return (f"cannot load ViT weights '{pretrained}' (no network and not in the Hugging Face cache): download them once "
-            f"(`huggingface-cli download {pretrained}`, then HF_HUB_OFFLINE=1), or set model.pretrained=DIR "
+            f"(`hf download {pretrained}`, then HF_HUB_OFFLINE=1), or set model.pretrained=DIR "
             "(a save_pretrained folder), or model.pretrained=null model.size=tiny|small|base|large for random init")
 
 
@@ -225,7 +225,7 @@ class QViT(nn.Module):
         if done:
             blocks = self.hf.config.num_hidden_layers
             log.info("quantized %d layers (%d blocks x 6 + patch embedding + classifier = %d)%s%s: %s", len(done), blocks,
-                     6 * blocks + 2, f"; per-head q/k/attention probabilities at {attn_bits} bits" if is_quantized(attn_bits) else "",
+                     6 * blocks + 2, f"; per-head q/k/v and attention probabilities at {attn_bits} bits" if is_quantized(attn_bits) else "",
                      "; query/key/value share one input quantizer per block (Q-ViT's fused qkv)" if shared else "",
                      ", ".join(done))
         return done

@@ -23,6 +23,10 @@ FLAGS = {
     "--lr-find-only": ["lr_find.enabled=true", "lr_find.only=true"],
 }
 _INSPECT = {"--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i", "--resolve", "--package", "-p", "--shell-completion", "-sc", "--version"}
+# Hydra's own long flags: any other ``--flag`` must be in FLAGS or the package's original-keys table.
+_HYDRA_FLAGS = {f for f in _INSPECT if f.startswith("--")} | {
+    "--run", "--multirun", "--config-path", "--config-name", "--config-dir", "--experimental-rerun"}
+ORIGINAL_KEYS_FILE = "original_keys.yaml"
 
 
 def fail(message: str) -> None:
@@ -83,6 +87,69 @@ def checked_override_sets(overrides: list[str], multirun: bool = True) -> list[l
     return sets
 
 
+def load_original_keys(conf_package: str) -> dict[str, str]:
+    """The package's ``conf/original_keys.yaml``: the original project's keys and flags -> the
+    native key each sets (empty when the package has none)."""
+    import yaml
+
+    path = resources.files(conf_package) / ORIGINAL_KEYS_FILE
+    if not path.is_file():
+        return {}
+    table = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(table, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in table.items()):
+        raise ValueError(f"{conf_package}/{ORIGINAL_KEYS_FILE} must map each original key or flag to a native key (strings)")
+    return table
+
+
+def map_original_keys(argv: list[str], table: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Rewrite the original project's command-line forms into native overrides.
+
+    ``table`` maps an original key or flag to what it sets, as data:
+    - ``training.batch_size: batch_size``: the override ``training.batch_size=256`` sets ``batch_size=256``
+      (sweeps too: ``training.batch_size=64,128``);
+    - ``--max_epochs: epochs``: ``--max_epochs 10`` or ``--max_epochs=10`` sets ``epochs=10``;
+    - ``--use_cifar10: data=cifar10``: a bare flag sets the fixed override(s) (several: space-separated).
+    Returns the native argv and one line per mapped item saying what it set. A ``--flag`` that is
+    neither in the table, nor Hydra's, nor one of ``FLAGS`` is a UserError listing the known ones.
+    """
+    out: list[str] = []
+    notes: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        i += 1
+        if arg.startswith("--"):
+            flag, eq, value = arg.partition("=")
+            if flag in _HYDRA_FLAGS or flag in FLAGS:
+                out.append(arg)
+                continue
+            if flag not in table:
+                known = sorted({*(k for k in table if k.startswith("--")), *FLAGS})
+                raise UserError(f"unknown flag {flag}: the known flags are {', '.join(known)} (and Hydra's --cfg job, --help, -m); "
+                                f"settings are key=value overrides")
+            native = table[flag]
+            if "=" in native:  # a bare flag: fixed overrides
+                if eq:
+                    raise UserError(f"{flag} takes no value (it sets {native})")
+                out += native.split()
+                notes.append(f"original flag {flag} -> {native}")
+                continue
+            if not eq:
+                if i >= len(argv):
+                    raise UserError(f"{flag} needs a value: {flag} VALUE (it sets {native})")
+                value, i = argv[i], i + 1
+            out.append(f"{native}={value}")
+            notes.append(f"original flag {flag} {value} -> {native}={value}")
+            continue
+        key, eq, value = arg.partition("=")
+        if eq and key in table and not arg.startswith(("+", "~")):
+            out.append(f"{table[key]}={value}")
+            notes.append(f"original key {key} -> {table[key]}={value}")
+        else:
+            out.append(arg)
+    return out, notes
+
+
 def translate_flags(argv: list[str]) -> list[str]:
     out: list[str] = []
     for arg in argv:
@@ -102,6 +169,9 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
         check: Callable[[DictConfig], None] | None = None) -> None:
     """Run ``task`` under Hydra with the package's config; user errors exit 2 with one line.
 
+    The original project's keys and flags (the package's ``conf/original_keys.yaml``) are mapped to
+    native overrides first, one stderr line each (``map_original_keys``).
+
     ``choices``: the package's own closed sets of values (``{"model.stem": ("cifar", "imagenet")}``),
     checked with the shared ones before anything heavy is imported; ``check``: the package's own
     rules across keys (raise ``UserError``), run on the same composed config(s) just after.
@@ -109,7 +179,14 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    argv = translate_flags(list(sys.argv[1:] if argv is None else argv))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        argv, notes = map_original_keys(argv, load_original_keys(conf_package))
+    except UserError as e:
+        fail(str(e))
+    for note in notes:  # quiet unless the original's forms were used
+        print(note, file=sys.stderr)
+    argv = translate_flags(argv)
     inspecting = any(a.split("=")[0] in _INSPECT for a in argv)
     if not inspecting:
         try:

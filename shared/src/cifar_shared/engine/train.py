@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import platform
 import sys
 from pathlib import Path
@@ -31,6 +30,7 @@ from cifar_shared.engine.config import check_config
 from cifar_shared.engine.console import ConsoleFilter, FileFilter, is_terminal, quiet_libraries
 from cifar_shared.engine.extensions import run_callbacks
 from cifar_shared.engine.guard import RunGuard
+from cifar_shared.engine.loggers import build_loggers, logger_callbacks
 from cifar_shared.engine.model_stats import ModelStats, model_stats
 from cifar_shared.engine.module import ClassificationModule
 from cifar_shared.engine.run_lock import LOCK_NAME, RunLock
@@ -251,7 +251,8 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None
     if tcfg["enable_progress_bar"]:
         callbacks.append(RichProgressBar() if ccfg.get("progress_bar", "rich") == "rich" else TQDMProgressBar(refresh_rate=max(1, int(ccfg.get("refresh_rate", 20)))))
     tcfg.setdefault("enable_model_summary", False)  # model_info.txt holds the summary (torchinfo)
-    return pl.Trainer(**tcfg, callbacks=callbacks, logger=build_loggers(cfg), default_root_dir=cfg.output_dir, use_distributed_sampler=False,
+    loggers = build_loggers(cfg)
+    return pl.Trainer(**tcfg, callbacks=[*callbacks, *logger_callbacks(loggers)], logger=loggers, default_root_dir=cfg.output_dir, use_distributed_sampler=False,
                       plugins=[AtomicCheckpointIO()])  # checkpoints written aside, then renamed
 
 
@@ -267,24 +268,6 @@ class EpochCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
-
-
-def build_loggers(cfg: DictConfig) -> list:
-    loggers = []
-    for name, lcfg in (cfg.get("logger") or {}).items():
-        if lcfg is None:
-            continue
-        if "Wandb" in str(lcfg.get("_target_", "")):
-            try:
-                import wandb  # noqa: F401
-            except ImportError:
-                raise UserError("logger=wandb needs wandb: pip install 'cifar-shared[wandb]'") from None
-            if not os.environ.get("WANDB_API_KEY"):
-                lcfg = OmegaConf.merge(lcfg, {"offline": True})
-                log.info("no WANDB_API_KEY: W&B logs offline into %s (sync later with `wandb sync`)", cfg.output_dir)
-        loggers.append(instantiate(lcfg))
-        log.debug("logger %s ready", name)
-    return loggers
 
 
 def resolve_precision(precision, accelerator: str):
