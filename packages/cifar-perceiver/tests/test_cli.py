@@ -87,3 +87,21 @@ def test_randaug_forced_onto_the_tensor_pipeline_is_refused(tmp_path):
     result = cli(*FAST, "augment=randaug", "augment.pipeline=tensor", f"output_dir={tmp_path}")
     assert_one_line_error(result, "per image only", "augment.pipeline=per_sample")
     assert not (tmp_path / "config.yaml").exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without CUDA")
+def test_the_originals_device_cuda_without_cuda_is_one_line_and_writes_nothing(tmp_path):
+    """The original's sample says ``device: "cuda"``: on a CPU machine, one line naming the file's key
+    and the fix, exit 2, no run folder (was a Lightning traceback after config.yaml and train.log)."""
+    sample = (Path(__file__).parents[1] / "configs" / "cifar_lightning.yaml").read_text()
+    original = tmp_path / "original.yaml"
+    original.write_text(sample.replace("device: auto", 'device: "cuda"', 1))
+    assert 'device: "cuda"' in original.read_text()
+    run = tmp_path / "run"
+    result = cli("--config", str(original), *FAST, f"output_dir={run}")
+    assert_one_line_error(result, "device: cuda in", "original.yaml", "device: auto", "device: cpu")
+    assert not run.exists()
+    # the command line wins over the file; then the shared check names the key it set
+    result = cli("--config", str(original), *FAST, f"output_dir={run}", "trainer.accelerator=gpu")
+    assert_one_line_error(result, "trainer.accelerator=gpu", "trainer.accelerator=auto", "trainer.accelerator=cpu")
+    assert not run.exists()

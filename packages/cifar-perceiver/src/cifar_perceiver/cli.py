@@ -12,7 +12,9 @@ import sys
 from omegaconf import DictConfig
 
 from cifar_perceiver.config_file import check_input_dim
+from cifar_shared.engine.cli import _INSPECT as INSPECT
 from cifar_shared.engine.cli import fail, run
+from cifar_shared.engine.config import accelerator_missing
 from cifar_shared.errors import UserError
 
 
@@ -48,6 +50,19 @@ def split_config_flag(argv: list[str]) -> tuple[str | None, list[str]]:
     return path, rest
 
 
+def check_file_device(path: str, from_file: list[str], command_line: list[str]) -> None:
+    """The file's ``device: cuda`` on a machine without CUDA, named as the file says it (the shared
+    check would name ``trainer.accelerator``, a key the file's user never wrote). A
+    ``trainer.accelerator=`` on the command line wins over the file, so the shared check judges it."""
+    if any(arg.lstrip("+").startswith("trainer.accelerator=") or arg.split("=")[0] in INSPECT for arg in command_line):
+        return  # the command line chose the device, or only prints (--cfg job)
+    device = next((o.split("=", 1)[1] for o in from_file if o.startswith("trainer.accelerator=")), None)
+    missing = accelerator_missing(device)
+    if missing:
+        raise UserError(f"device: {device} in {path} asks for {missing}, but torch finds none on this machine: "
+                        "set device: auto (whatever is there) or device: cpu in the file, or add trainer.accelerator=cpu")
+
+
 def train_main(argv: list[str] | None = None) -> None:
     from cifar_perceiver.config_file import overrides_from_file
 
@@ -55,7 +70,9 @@ def train_main(argv: list[str] | None = None) -> None:
     try:
         path, argv = split_config_flag(argv)
         if path is not None:
-            argv = [*overrides_from_file(path), *argv]  # the command line's overrides win
+            from_file = overrides_from_file(path)
+            check_file_device(path, from_file, argv)
+            argv = [*from_file, *argv]  # the command line's overrides win
     except UserError as e:
         fail(str(e))
     run("cifar_perceiver.conf", train_perceiver, argv=argv, check=check_perceiver)

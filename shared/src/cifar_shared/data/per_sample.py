@@ -144,7 +144,9 @@ def albumentations_transform(
     policy: AugmentPolicy, mean: Sequence[float], std: Sequence[float], image_size: int = 32, seed: int | None = None
 ):
     """The ``AugmentPolicy`` as an albumentations pipeline (cutout filled with the dataset mean); the
-    keys in ``ALBUMENTATIONS_KEYS`` only (``per_sample_transform`` sends the others to torchvision)."""
+    keys in ``ALBUMENTATIONS_KEYS`` only (``per_sample_transform`` sends the others to torchvision).
+    Crop, flip, affine, cutout: the batched path's order, and the resnet original's (HorizontalFlip,
+    ShiftScaleRotate, CoarseDropout), so the same seed gives the original's pixels."""
     try:
         import albumentations as A
         from albumentations.pytorch import ToTensorV2
@@ -152,8 +154,14 @@ def albumentations_transform(
         raise UserError("augment.pipeline=per_sample needs albumentations: pip install 'cifar-shared[albumentations]'") from None
 
     ops = []
+    if policy.crop_padding:
+        padded = image_size + 2 * policy.crop_padding
+        ops.append(A.PadIfNeeded(min_height=padded, min_width=padded, border_mode=0, fill=0))
+        ops.append(A.RandomCrop(height=image_size, width=image_size))
+    if policy.flip:
+        ops.append(A.HorizontalFlip(p=0.5))
     if policy.affine is not None:
-        a = policy.affine
+        a = policy.affine  # = A.ShiftScaleRotate(a.translate, a.scale, a.degrees), Affine's deprecated special case
         ops.append(
             A.Affine(
                 translate_percent=(-a.translate, a.translate),
@@ -164,12 +172,6 @@ def albumentations_transform(
                 p=a.p,
             )
         )
-    if policy.crop_padding:
-        padded = image_size + 2 * policy.crop_padding
-        ops.append(A.PadIfNeeded(min_height=padded, min_width=padded, border_mode=0, fill=0))
-        ops.append(A.RandomCrop(height=image_size, width=image_size))
-    if policy.flip:
-        ops.append(A.HorizontalFlip(p=0.5))
     if policy.cutout:
         ops.append(
             A.CoarseDropout(

@@ -86,6 +86,7 @@ def check_config(cfg: DictConfig, choices: dict[str, tuple[str, ...]] | None = N
     cut = _get(cfg, "augment.cutout")
     if isinstance(size, int) and isinstance(cut, int) and cut > size:
         raise UserError(f"augment.cutout={cut} is larger than the images ({size} px): make it smaller")
+    check_accelerator(cfg)
 
 
 def check_output_dir(out: Path) -> None:
@@ -104,3 +105,29 @@ def check_output_dir(out: Path) -> None:
         except OSError as e:
             raise UserError(f"output_dir {out} cannot be created: {p} is not writable ({e.strerror}); set output_dir=PATH elsewhere") from None
         return
+
+
+# trainer.accelerator values that ask for one kind of device, and how to tell it is there
+_DEVICE_ACCELERATORS = {"gpu": "a CUDA GPU", "cuda": "a CUDA GPU", "mps": "an Apple MPS device"}
+
+
+def accelerator_missing(accelerator) -> str | None:
+    """What ``accelerator`` asks for when this machine lacks it (``"a CUDA GPU"``), else None.
+    torch is imported only for a value that asks for a device: config checks run before heavy imports."""
+    wanted = _DEVICE_ACCELERATORS.get(str(accelerator).lower())
+    if wanted is None:
+        return None
+    import torch
+
+    available = torch.backends.mps.is_available() if str(accelerator).lower() == "mps" else torch.cuda.is_available()
+    return None if available else wanted
+
+
+def check_accelerator(cfg: DictConfig) -> None:
+    """``trainer.accelerator=gpu`` (or cuda, mps) on a machine without one: one line before any run
+    file is written, not Lightning's traceback after config.yaml and train.log exist."""
+    accelerator = _get(cfg, "trainer.accelerator")
+    missing = accelerator_missing(accelerator)
+    if missing:
+        raise UserError(f"trainer.accelerator={accelerator} asks for {missing}, but torch finds none on this machine: "
+                        "set trainer.accelerator=auto (whatever is there) or trainer.accelerator=cpu")
