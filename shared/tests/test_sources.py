@@ -286,24 +286,6 @@ def test_a_float_tiff_is_refused_not_read_as_black(tmp_path):
         sources.read_image(tmp_path / "float.tiff", (32, 32))
 
 
-def test_a_decompression_bomb_is_one_user_error_naming_the_file(tmp_path):
-    path = tmp_path / "bomb.png"
-    path.write_bytes(png_header(20000, 20000))  # 400 megapixels declared; PIL refuses at open
-    with pytest.raises(UserError, match=r"cannot read image .*bomb.png: it is larger than PIL's decompression-bomb limit"):
-        sources.read_image(path, (32, 32))
-
-
-def png_header(width: int, height: int) -> bytes:
-    """A PNG that declares its size and holds no pixels: enough for PIL to measure it."""
-    import struct
-    import zlib
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IEND", b"")
-
-
 def test_a_folder_too_small_to_hold_out_a_test_image_says_so(tmp_path):
     _write_folder(tmp_path / "imgs", per_class=1)
     with pytest.raises(UserError, match=r"has only 2 images: data.test_fraction=0.1 of them rounds to no test image; add images \(at least 6\)"):
