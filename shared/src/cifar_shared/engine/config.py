@@ -149,9 +149,10 @@ _CHOICES = {
 }
 
 
-def check_config(cfg: DictConfig, choices: dict[str, tuple[str, ...]] | None = None) -> None:
+def check_config(cfg: DictConfig, choices: dict[str, tuple[str, ...]] | None = None, writable: bool = True) -> None:
     """Raise ``UserError`` naming the first bad value and what it should be; ``choices`` adds a
-    package's own closed sets of values to the shared ones."""
+    package's own closed sets of values to the shared ones. ``writable=False``: a command that
+    only reads an existing run folder (writing its results elsewhere) does not need it writable."""
     try:
         OmegaConf.resolve(OmegaConf.create(OmegaConf.to_container(cfg)))
     except Exception as e:
@@ -165,14 +166,14 @@ def check_config(cfg: DictConfig, choices: dict[str, tuple[str, ...]] | None = N
         raise UserError(f"lr_find.min_lr={lo} must be below lr_find.max_lr={hi}: widen the sweep")
     out = _get(cfg, "output_dir")
     if isinstance(out, str):
-        check_output_dir(Path(out).expanduser())
+        check_output_dir(Path(out).expanduser(), writable)
     size = _get(cfg, "data.image_size")
     cut = _get(cfg, "augment.cutout")
     if isinstance(size, int) and isinstance(cut, int) and cut > size:
         raise UserError(f"augment.cutout={cut} is larger than the images ({size} px): make it smaller")
 
 
-def check_output_dir(out: Path) -> None:
+def check_output_dir(out: Path, writable: bool = True) -> None:
     """Before Hydra or ``train`` makes the folder: an output_dir that is a file, lies under a file,
     or sits where nothing can be written (an existing run folder included: a resume appends to its
     train.log) is one line, not a traceback."""
@@ -182,6 +183,8 @@ def check_output_dir(out: Path) -> None:
         if not p.is_dir():
             what = "is a file" if p == out else f"lies under a file ({p})"
             raise UserError(f"output_dir {out} {what}: set output_dir=PATH to a folder")
+        if p == out and not writable:
+            return
         problem = _not_writable(p)
         if p == out:
             log = out / "train.log"
