@@ -200,3 +200,93 @@ def test_labels_outside_the_classes_are_a_user_error(cifar10_root):
         pickle.dump(batch, f, protocol=2)
     with pytest.raises(UserError, match="has labels outside 0..9: the files are corrupt"):
         load_cifar("cifar10", cifar10_root, download=False)
+
+
+# --------------------------------------------------------------------------- files from users are data
+
+def _exec_payload(marker):
+    """An object whose unpickling runs code (creates ``marker``): what a crafted batch file holds."""
+
+    class Payload:
+        def __reduce__(self):
+            return exec, (f"open({str(marker)!r}, 'w').close()",)
+
+    return Payload()
+
+
+def test_a_crafted_batch_file_is_refused_before_its_code_runs(cifar10_root, tmp_path):
+    marker = tmp_path / "code-ran"
+    crafted = pickle.dumps({"data": _exec_payload(marker), "labels": [0]}, protocol=2)
+    pickle.loads(crafted)  # the payload is real: plain pickle runs it
+    assert marker.exists()
+    marker.unlink()
+    (cifar10_root / "cifar-10-batches-py" / "data_batch_1").write_bytes(crafted)
+    with pytest.raises(UserError, match=r"data_batch_1 is not a CIFAR data file: its pickle imports (__builtin__|builtins).exec") as err:
+        load_cifar("cifar10", cifar10_root, download=False)
+    assert not marker.exists() and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_the_restricted_unpickler_reads_every_protocol_numpy_writes(tmp_path, protocol):
+    data = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072)
+    path = tmp_path / "batch"
+    path.write_bytes(pickle.dumps({"data": data, "labels": [1, 2], "batch_label": "b", "raw": b"\x00\xff"}, protocol=protocol))
+    batch = sources._unpickle(path)
+    assert np.array_equal(batch["data"], data) and batch["labels"] == [1, 2] and batch["raw"] == b"\x00\xff"
+
+
+@pytest.mark.parametrize("name, proof", [("cifar10-full", "cifar-10-batches-py/test_batch"), ("cifar100-subset", "cifar-100-python/test")])
+def test_the_official_pickles_load_through_the_restricted_unpickler(name, proof):
+    """cifar10-full holds the official python-2 files byte for byte (the globals they name are the
+    allow-list's numpy ones); cifar100-subset the official layout."""
+    from cifar_shared.testing import real_subset_or_skip
+
+    path = real_subset_or_skip(name) / proof
+    batch = sources._unpickle(path)
+    assert batch["data"].dtype == np.uint8 and batch["data"].shape[1] == 3072 and len(batch["data"]) > 0
+
+
+def _rewrite_batch(root, name, **changes):
+    path = root / "cifar-10-batches-py" / name
+    batch = pickle.loads(path.read_bytes(), encoding="latin1")
+    batch.update(changes)
+    path.write_bytes(pickle.dumps(batch, protocol=2))
+
+
+def test_cifar_pixels_that_are_not_uint8_are_refused_not_wrapped(cifar10_root):
+    """float32 pixels in [0, 1] used to be cast to uint8 (all 0): a black data set, trained on."""
+    _rewrite_batch(cifar10_root, "data_batch_3", data=np.random.default_rng(0).random((20, 3072), dtype=np.float32))
+    with pytest.raises(UserError, match=r"data_batch_3 holds float32 pixels, not the official uint8"):
+        load_cifar("cifar10", cifar10_root, download=False)
+
+
+def test_an_empty_batch_and_string_labels_are_refused(cifar10_root):
+    _rewrite_batch(cifar10_root, "test_batch", data=np.zeros((0, 3072), np.uint8), labels=[])
+    with pytest.raises(UserError, match=r"test_batch holds no images"):
+        load_cifar("cifar10", cifar10_root, download=False)
+    _rewrite_batch(cifar10_root, "test_batch", data=np.zeros((3, 3072), np.uint8), labels=["cat", "dog", "cat"])
+    with pytest.raises(UserError, match=r"test_batch has <U3 labels, not class numbers 0..9"):
+        load_cifar("cifar10", cifar10_root, download=False)
+
+
+def test_a_16_bit_grey_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    """PIL's convert('RGB') clips 16-bit greys to 255 (a white data set); v must read as round(v / 257)."""
+    values = np.array([[0, 128, 129, 385, 386], [257, 30000, 40000, 65407, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "grey16.png")
+    assert Image.open(tmp_path / "grey16.png").mode == "I;16"
+    pixels = sources.read_image(tmp_path / "grey16.png")
+    expected = np.round(values / 257).astype(np.uint8)
+    assert pixels.shape == (2, 5, 3) and pixels.dtype == np.uint8
+    assert (pixels == expected[..., None]).all(), pixels[..., 0]
+
+
+def test_a_float_tiff_is_refused_not_read_as_black(tmp_path):
+    Image.fromarray(np.full((4, 4), 0.5, np.float32)).save(tmp_path / "float.tiff")
+    with pytest.raises(UserError, match=r"cannot read image .*float.tiff: it holds 32-bit floating-point pixels \(mode F\)"):
+        sources.read_image(tmp_path / "float.tiff", (32, 32))
+
+
+def test_a_folder_too_small_to_hold_out_a_test_image_says_so(tmp_path):
+    _write_folder(tmp_path / "imgs", per_class=1)
+    with pytest.raises(UserError, match=r"has only 2 images: data.test_fraction=0.1 of them rounds to no test image; add images \(at least 6\)"):
+        load_folder_splits(tmp_path / "imgs", 32, 0.1, 0, None)

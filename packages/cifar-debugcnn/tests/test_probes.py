@@ -132,3 +132,22 @@ def test_non_finite_loss_names_the_first_bad_layer():
                "params": [{"name": "x.weight", "grad_norm": 0.3}]}
     assert report.diagnose(healthy, THRESHOLDS) == []
 
+
+
+def test_a_mid_epoch_resume_keeps_that_epochs_probe_record_and_no_partial_figure(tmp_path, small_config, monkeypatch):
+    """Ctrl-C after step 8 (epoch 2, batch 4 of 5) saves mid-epoch; the rerun resumes after it, so
+    epoch 2's watched batch 0 is not trained again: its record must come back from debug.json, and
+    a figure a kill left half-written (0-byte .tmp.png) must be gone."""
+    cfg = lambda: small_config(tmp_path, "callbacks.checkpoint.every_n_minutes=1e-9")  # noqa: E731
+    monkeypatch.setenv("CIFAR_FAULT", "sigint:8")
+    with pytest.raises(SystemExit) as stopped:
+        train(cfg())
+    assert stopped.value.code == 130
+    monkeypatch.delenv("CIFAR_FAULT")
+    partial = tmp_path / "debug" / "grad_flow_epoch002.tmp.png"
+    partial.parent.mkdir(exist_ok=True)
+    partial.write_bytes(b"")
+    train(cfg())
+    steps = json.loads((tmp_path / "debug.json").read_text())["steps"]
+    assert [(s["epoch"], s["global_step"], s["batch"]) for s in steps] == [(1, 0, 0), (2, 5, 0)]
+    assert not partial.exists() and (tmp_path / "debug" / "grad_flow_epoch002.png").exists()

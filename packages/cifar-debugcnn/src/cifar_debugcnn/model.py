@@ -9,7 +9,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from cifar_shared import UserError
+from cifar_debugcnn.cli import check_image_size
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -25,12 +25,8 @@ class DebugCNN(nn.Module):
     def __init__(self, num_classes: int = 10, widths: tuple[int, ...] = (32, 64, 128, 256),
                  hidden: tuple[int, ...] = (512, 256), dropout: float = 0.5, image_size: int = 32):
         super().__init__()
+        check_image_size(image_size, len(widths))
         shrink = 2 ** len(widths)
-        if image_size < shrink or image_size % shrink:
-            raise UserError(
-                f"model cannot take {image_size} px images: its {len(widths)} 2x2 max-pools need a multiple of {shrink} "
-                f"(e.g. data.image_size={max(shrink, -(-image_size // shrink) * shrink)})"
-            )
         channels, blocks = 3, OrderedDict()
         for i, width in enumerate(widths, 1):
             blocks[f"block{i}"] = conv_block(channels, width)

@@ -62,12 +62,18 @@ class LayerProbes(pl.Callback):
 
     # ------------------------------------------------------------------ Lightning hooks
     def on_train_start(self, trainer, pl_module):
-        """A resumed run (loops restored by now) keeps the watched steps of the epochs it trained."""
-        path = self._out(trainer) / "debug.json"
-        if path.exists() and trainer.current_epoch > 0:
+        """A resumed run (loops restored by now) keeps the watched steps it trained before the
+        checkpoint, those of a half-trained epoch included (a mid-epoch resume does not rerun its
+        first batch); steps after the checkpoint are trained again and recorded again. A figure
+        whose write a kill cut short is removed."""
+        out = self._out(trainer)
+        for stale in (out / "debug").glob("*.tmp.png"):
+            stale.unlink(missing_ok=True)
+        path = out / "debug.json"
+        if path.exists() and trainer.global_step > 0:
             try:
                 old = json.loads(path.read_text()).get("steps", [])
-                self.steps = [s for s in old if s["epoch"] <= trainer.current_epoch]
+                self.steps = [s for s in old if s["global_step"] < trainer.global_step]
             except (OSError, ValueError, KeyError, TypeError):
                 log.warning("%s is unreadable; the probes start a new one", path)
 

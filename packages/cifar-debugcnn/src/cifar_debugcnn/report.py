@@ -106,6 +106,9 @@ def figures(steps: list[dict], epoch: int, folder: Path) -> list[Path]:
 def _save(fig, canvas_cls, path: Path) -> Path:
     canvas_cls(fig)
     tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    tmp.replace(path)
+    try:
+        fig.savefig(tmp)
+        tmp.replace(path)
+    finally:  # an error or Ctrl-C mid-write leaves no partial figure (a kill's is removed at the next start)
+        tmp.unlink(missing_ok=True)
     return path

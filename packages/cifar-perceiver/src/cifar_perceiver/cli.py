@@ -14,15 +14,39 @@ from omegaconf import DictConfig
 from cifar_perceiver.config_file import check_input_dim
 from cifar_shared.engine.cli import _INSPECT as INSPECT
 from cifar_shared.engine.cli import fail, run
-from cifar_shared.engine.config import accelerator_missing
+from cifar_shared.engine.config import accelerator_missing, check_rules
 from cifar_shared.errors import UserError
 
 
+def _positive(key: str, what: str):
+    return (f"model.{key}", "int", lambda v: v >= 1, f"an integer >= 1 ({what})")
+
+
+# perceiver-pytorch's arguments (conf/model/perceiver.yaml), as the shared rule table takes them
+MODEL_RULES = [
+    _positive("num_freq_bands", "Fourier bands per axis"),
+    ("model.max_freq", "number", lambda v: v > 0, "a number > 0"),
+    _positive("depth", "cross-attention blocks"),
+    _positive("num_latents", "latent vectors"),
+    _positive("latent_dim", "width of a latent"),
+    _positive("cross_heads", "cross-attention heads"),
+    _positive("latent_heads", "self-attention heads"),
+    _positive("cross_dim_head", "width of a cross-attention head"),
+    _positive("latent_dim_head", "width of a self-attention head"),
+    ("model.attn_dropout", "number", lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    ("model.ff_dropout", "number", lambda v: 0 <= v < 1, "a probability in [0, 1)"),
+    ("model.weight_tie_layers", "bool", lambda v: True, "true or false"),
+    _positive("self_per_cross_attn", "self-attention blocks per cross-attention"),
+    ("model.input_dim", "int?", lambda v: v >= 1, "null (derived) or the Fourier width, 37 for 8 bands"),
+]
+
+
 def check_perceiver(cfg: DictConfig) -> None:
-    """``model.input_dim``, when given, must be the width the Fourier encoding makes."""
+    """The model's values (types, ranges), and ``model.input_dim``, when given, must be the width
+    the Fourier encoding makes."""
+    check_rules(cfg, MODEL_RULES)
     model = cfg.get("model") or {}
-    if isinstance(model.get("num_freq_bands"), int):
-        check_input_dim(model.get("input_dim"), model.get("num_freq_bands"))
+    check_input_dim(model.get("input_dim"), model.get("num_freq_bands"))
 
 
 def train_perceiver(cfg: DictConfig) -> dict:

@@ -73,6 +73,8 @@ DEVICES = ("cuda", "cpu", "mps", "auto")
 # augmentation type of the original -> shared augment config
 AUGMENTATIONS = {"standard": "crop_flip", "randaug": "randaug", "moco": "moco", "none": "none"}
 SECTIONS = ("device", "model", "training", "augmentation")
+# augmentation keys of the original and their types (the shared config check then bounds the values)
+AUGMENTATION_TYPES = {"num_ops": int, "magnitude": int}
 
 
 def hydra_value(value) -> str:
@@ -129,9 +131,15 @@ def overrides_from_file(path: str | Path) -> list[str]:
     """Hydra overrides equivalent to the original's config file (see the module docstring)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"--config {path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"--config {path} is a folder: give the YAML file itself") from None
+    except UnicodeDecodeError:
+        raise UserError(f"--config {path} is not a text file (not UTF-8): give a YAML config file") from None
+    except OSError as e:
+        raise UserError(f"--config {path} cannot be read ({e.strerror or type(e).__name__}): check the path and its permissions") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -183,6 +191,9 @@ def overrides_from_file(path: str | Path) -> list[str]:
         option = AUGMENTATIONS[kind]
         params = {k: v for k, v in augmentation.items() if k != "type"}
         _known("augmentation", params, ["type", *augment_keys(option)], path, f" (type {kind})")
+        for key, kind_of in AUGMENTATION_TYPES.items():
+            if key in params:
+                _typed(f"augmentation.{key}", params[key], kind_of, path)
         out.append(f"augment={option}")
         out += [f"augment.{key}={hydra_value(value)}" for key, value in params.items()]
     return out

@@ -28,12 +28,20 @@ class ImageDataModule(pl.LightningDataModule):
         self.data_cfg, self.augment_cfg = dict(data_cfg), dict(augment_cfg or {})
         self.batch_size, self.seed, self.channels_last = batch_size, seed, channels_last
         self.train_set, self.test_set = load_source(self.data_cfg)
-        self.train_set, self.val_set = split_train_val(self.train_set, self.data_cfg.get("val_fraction", 0.1), seed)
+        check_splits(self.train_set, self.test_set)
+        val_fraction = self.data_cfg.get("val_fraction", 0.1)
+        self.train_set, self.val_set = split_train_val(self.train_set, val_fraction, seed)
+        if self.val_set is None or len(self.train_set) == 0:
+            n = len(self.train_set) + (len(self.val_set) if self.val_set is not None else 0)
+            raise UserError(f"the training split has {n} images: data.val_fraction={val_fraction} of them leaves "
+                            f"{'no validation' if self.val_set is None else 'no training'} image; use more images or another val_fraction")
         mean, std = self.data_cfg.get("mean"), self.data_cfg.get("std")
-        if mean is None or std is None:
+        computed = mean is None or std is None
+        if computed:
             mean, std = channel_stats(self.train_set.images)
-            log.info("normalizing with the training split's mean %s and std %s", _fmt(mean), _fmt(std))
-        self.mean, self.std = [float(m) for m in mean], [float(s) for s in std]
+        self.mean, self.std = check_normalization(mean, std, computed)
+        if computed:
+            log.info("normalizing with the training split's mean %s and std %s", _fmt(self.mean), _fmt(self.std))
         self.policy = AugmentPolicy.from_config(self.augment_cfg)
         self.pipeline = self.augment_cfg.get("pipeline", "tensor")
         if self.pipeline == "tensor" and self.policy.per_sample_only:
@@ -85,6 +93,33 @@ class ImageDataModule(pl.LightningDataModule):
 
     def test_dataloader(self):
         return self._tensor_loader(self.test_set, train=False)
+
+
+def check_splits(train: ImageSet, test: ImageSet) -> None:
+    """What no source may hand to training: a split without images, or fewer than two classes
+    (one class trains to a meaningless accuracy of 1.0)."""
+    if len(train) == 0 or len(test) == 0:
+        raise UserError(f"the {'training' if len(train) == 0 else 'test'} split has no images: check data.root and the data's files")
+    if train.num_classes < 2:
+        raise UserError(f"the data has {train.num_classes} class: a classifier needs at least 2 (e.g. data.num_classes=10)")
+
+
+def check_normalization(mean, std, computed: bool) -> tuple[list[float], list[float]]:
+    """Three means and three positive stds: a channel with std 0 (every pixel the same value, e.g.
+    saturated images) would divide by zero in normalization and train on NaN."""
+    try:
+        mean, std = [float(m) for m in mean], [float(s) for s in std]
+    except (TypeError, ValueError):
+        raise UserError(f"data.mean={mean!r} / data.std={std!r} are invalid: give three numbers each (R, G, B), or null") from None
+    if len(mean) != 3 or len(std) != 3:
+        raise UserError(f"data.mean and data.std need three numbers each (R, G, B), got {len(mean)} and {len(std)}")
+    flat = [c for c, s in zip("RGB", std) if not s > 1e-4]
+    if flat and computed:
+        raise UserError(f"the training images have no variation in channel {flat[0]} (std {std['RGB'.index(flat[0])]:.2g}; saturated "
+                        "or constant images?): normalizing would divide by zero; check the images")
+    if flat:
+        raise UserError(f"data.std={std} is invalid: every std must be > 0 (normalizing divides by it)")
+    return mean, std
 
 
 def _fmt(values) -> str:

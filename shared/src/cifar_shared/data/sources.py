@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import pickle
 import tarfile
 from collections.abc import Callable
@@ -81,12 +82,44 @@ _CIFAR = {
 }
 
 
+# Every global the official python-format files reference (numpy's array reconstruction), plus what
+# the same data re-saved by Python 3 names: protocol 2 writes bytes as _codecs.encode (bytes() when
+# empty), protocol 5 arrays as numpy's _frombuffer. Whatever else a pickle names is refused before
+# it is imported: unpickling a crafted file must not run its code.
+_PICKLE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"), ("__builtin__", "bytes"), ("builtins", "bytes"),
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """``pickle.Unpickler`` that resolves only ``_PICKLE_GLOBALS``: dicts, lists, strings, numbers
+    and bytes need none, so an official file loads and a crafted one stops at its first import."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _PICKLE_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
-            obj = pickle.load(f, encoding="latin1")
+            obj = _CifarUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise UserError(f"{path} is missing: restore the full dataset folder or point data.root elsewhere") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a folder, not a CIFAR batch file: remove it and download the dataset again") from None
+    except _RefusedGlobal as e:
+        raise UserError(
+            f"{path} is not a CIFAR data file: its pickle imports {e}, which the official files never do "
+            "(it could run code); delete it and download the dataset again"
+        ) from None
     except Exception as e:  # truncated pickles raise EOFError, garbage raises UnpicklingError etc.
         raise UserError(
             f"{path} is truncated or corrupt ({type(e).__name__}): delete the dataset folder and download it again"
@@ -99,12 +132,22 @@ def _unpickle(path: Path) -> dict:
 def _read_cifar_batches(folder: Path, files: list[str], label_key: str, classes: list[str]) -> ImageSet:
     images, labels = [], []
     for name in files:
-        batch = _unpickle(folder / name)
+        path = folder / name
+        batch = _unpickle(path)
         data, lab = batch.get("data"), batch.get(label_key)
         if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or lab is None or len(lab) != len(data):
-            raise UserError(f"{folder / name} does not hold CIFAR data (N×3072 uint8 + labels): delete it and download the dataset again")
-        images.append(torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32))
-        labels.append(torch.as_tensor(np.asarray(lab), dtype=torch.int64))
+            raise UserError(f"{path} does not hold CIFAR data (N×3072 uint8 + labels): delete it and download the dataset again")
+        if data.dtype != np.uint8:  # float pixels would be wrapped or truncated into 0..255, not read
+            raise UserError(f"{path} holds {data.dtype} pixels, not the official uint8 (0..255): "
+                            "convert them to uint8, or delete the file and download the dataset again")
+        if len(data) == 0:
+            raise UserError(f"{path} holds no images: delete it and download the dataset again")
+        lab = np.asarray(lab)
+        if lab.dtype.kind not in "iu":
+            raise UserError(f"{path} has {lab.dtype} labels, not class numbers 0..{len(classes) - 1}: "
+                            "the file is corrupt, download the dataset again")
+        images.append(torch.from_numpy(np.ascontiguousarray(data)).view(-1, 3, 32, 32))
+        labels.append(torch.as_tensor(lab, dtype=torch.int64))
     out = ImageSet(torch.cat(images), torch.cat(labels), classes)
     if int(out.labels.min()) < 0 or int(out.labels.max()) >= len(classes):
         raise UserError(f"{folder} has labels outside 0..{len(classes) - 1}: the files are corrupt, download them again")
@@ -173,8 +216,6 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".t
 
 
 def _decode_folder(root: Path, image_size: int, allow_empty_classes: bool = False) -> ImageSet:
-    from PIL import Image, UnidentifiedImageError
-
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist: set data.root to a folder with one subfolder per class")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -188,20 +229,52 @@ def _decode_folder(root: Path, image_size: int, allow_empty_classes: bool = Fals
         raise UserError(f"class folder {root / empty[0]} has no images: add some, or remove the folder")
     images = np.empty((len(files), image_size, image_size, 3), dtype=np.uint8)
     for k, (path, _) in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                im = im.convert("RGB")
-                if im.size != (image_size, image_size):
-                    im = im.resize((image_size, image_size), Image.Resampling.BILINEAR)
-                images[k] = np.asarray(im)
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise UserError(f"cannot read image {path} ({type(e).__name__}): remove or replace it") from None
+        images[k] = read_image(path, (image_size, image_size))
     labels = torch.tensor([i for _, i in files], dtype=torch.int64)
     return ImageSet(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels, classes)
 
 
+def read_image(path: Path, size: tuple[int, int] | None = None, fix: str = "remove or replace it") -> np.ndarray:
+    """One image file as uint8 (H, W, 3) RGB, resized (bilinear) to ``size`` = (H, W) when given.
+
+    Pixels keep their real range: 16-bit greys are scaled to 8 bits (v -> round(v / 257)) rather
+    than clipped to white; 16-bit colour PNGs come through PIL's 8-bit reading (the high byte);
+    32-bit integer and floating-point images (mode I, F: TIFFs) have no known range and are refused.
+    Anything unreadable, a decompression bomb included, is a ``UserError`` naming the file, ending
+    in ``fix`` (cifar-predict reads its inputs here too)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            if im.mode.startswith("I;16"):
+                wide = np.asarray(im).astype(np.uint32)  # I;16, I;16B, I;16L: 0..65535
+                grey = ((2 * wide + 257) // 514).astype(np.uint8)  # round(v / 257), no ties (257 is odd)
+                im = Image.fromarray(grey, mode="L").convert("RGB")
+            elif im.mode in ("I", "F"):
+                raise UserError(f"cannot read image {path}: it holds 32-bit {'integer' if im.mode == 'I' else 'floating-point'} "
+                                f"pixels (mode {im.mode}) whose range is unknown; save it as an 8- or 16-bit PNG, or {fix}")
+            else:
+                im = im.convert("RGB")
+            if size is not None and im.size != (size[1], size[0]):
+                im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(im)
+    except UserError:
+        raise
+    except Image.DecompressionBombError:
+        raise UserError(f"cannot read image {path}: it is larger than PIL's decompression-bomb limit "
+                        f"({Image.MAX_IMAGE_PIXELS * 2:,} pixels); shrink it, or {fix}") from None
+    except MemoryError:
+        raise UserError(f"cannot read image {path}: it does not fit in memory; shrink it, or {fix}") from None
+    except Exception as e:  # PIL raises UnidentifiedImageError, OSError, SyntaxError, ValueError... on bad files
+        raise UserError(f"cannot read image {path} ({type(e).__name__}): {fix}") from None
+
+
+# Bumped when decoding changes (2: 16-bit greys scaled, not clipped), so no cache of an older reading is reused.
+_DECODER_VERSION = 2
+
+
 def _folder_fingerprint(root: Path, image_size: int) -> str:
-    h = hashlib.sha1(f"{root.resolve()}|{image_size}".encode())
+    h = hashlib.sha1(f"{root.resolve()}|{image_size}|{_DECODER_VERSION}".encode())
     for p in sorted(root.rglob("*")):
         if p.is_file():
             st = p.stat()
@@ -243,9 +316,12 @@ def load_folder_splits(root: str | Path, image_size: int, test_fraction: float, 
             raise UserError(f"{root}/train and {root}/test have different class folders: make them match")
         return train, test
     data = load_image_folder(root, image_size, cache_dir)
+    if test_fraction == 0:
+        raise UserError("data.test_fraction is 0 and the folder has no train/ and test/ subfolders: set it above 0")
     train, test = split_train_val(data, test_fraction, seed)
     if test is None:
-        raise UserError("data.test_fraction is 0 and the folder has no train/ and test/ subfolders: set it above 0")
+        raise UserError(f"image folder {root} has only {len(data)} images: data.test_fraction={test_fraction} of them rounds to "
+                        f"no test image; add images (at least {math.floor(0.5 / test_fraction) + 1}), or give ROOT/train and ROOT/test folders")
     return train, test
 
 

@@ -320,7 +320,9 @@ def setup_logging(path: Path) -> None:
         if getattr(h, "_cifar", False):
             root.removeHandler(h)
             h.close()
-    file = logging.FileHandler(path, mode="a") if rank_zero_only.rank == 0 else logging.NullHandler()  # one writer under DDP
+    # one writer under DDP; delay: the file is made by its first line, so a run that stops on a data
+    # error before logging anything leaves no empty train.log (check_config probed that it can be written)
+    file = logging.FileHandler(path, mode="a", delay=True) if rank_zero_only.rank == 0 else logging.NullHandler()
     file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     file.addFilter(FileFilter())
     console = logging.StreamHandler(sys.stdout)  # progress on stdout; stderr is for errors
