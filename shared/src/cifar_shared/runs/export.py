@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from cifar_shared.errors import UserError
@@ -67,6 +68,9 @@ def export_model(run_dir: str | Path, fmt: str, out: str | Path | None = None, c
         except ImportError as e:
             raise UserError(f"--format onnx needs onnx, onnxscript and onnxruntime ({e.name} is missing): {ONNX_INSTALL}") from None
     run = RunFolder.open(run_dir)
+    if run.package in OWN_EXPORT:  # torch.jit.trace fails deep inside its quantizers, after pages of warnings
+        raise UserError(f"cifar-export-model does not export {run.package} networks (the tracers cannot follow its fake "
+                        f"quantizers): use {OWN_EXPORT[run.package]}")
     out = Path(out).expanduser() if out else run.path / "export" / f"model{SUFFIX[fmt]}"
     output_path(out, "--out", f"model{SUFFIX[fmt]}", (run.path,))
     output_path(sidecar(out), "--out", f"model{SUFFIX[fmt]}", (run.path,))  # model -> model.json: not metrics(.json)
@@ -85,7 +89,9 @@ def export_model(run_dir: str | Path, fmt: str, out: str | Path | None = None, c
     tmp = out.with_name(out.name + ".tmp")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        got = _export(net, x, fmt, tmp)
+        with warnings.catch_warnings():  # the tracers' notes (TracerWarning, ...): the check below is what counts
+            warnings.simplefilter("ignore")
+            got = _export(net, x, fmt, tmp)
     except (UserError, KeyboardInterrupt):
         tmp.unlink(missing_ok=True)
         raise
@@ -117,11 +123,8 @@ def _export(net, x, fmt: str, tmp: Path):
     """Write ``net`` in ``fmt`` to ``tmp``, load it back, return its logits on ``x``."""
     import torch
 
-    if fmt == "torchscript":
-        import warnings
-
-        with torch.no_grad(), warnings.catch_warnings():  # torch.jit's deprecation, once per call: said in --help
-            warnings.filterwarnings("ignore", message=r".*torch\.jit.* is deprecated", category=FutureWarning)
+    if fmt == "torchscript":  # deprecated by torch in favour of torch.export (said in --help); its warning is silenced above
+        with torch.no_grad():
             torch.jit.save(torch.jit.trace(net, x[:2]), str(tmp))
             return torch.jit.load(str(tmp), map_location="cpu")(x).float().detach()
     import onnxruntime as ort
