@@ -91,3 +91,4 @@ def test_one_ctrl_c_delivered_twice_still_saves(tmp_path):
     epoch, step = int(line.split()[3]), int(line.split()[5].rstrip(";"))
     saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
     assert saved == (epoch - 1) * n + step
+    assert not (tmp_path / "run" / ".run.lock").exists()  # an interrupted run releases its folder

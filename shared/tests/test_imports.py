@@ -20,15 +20,19 @@ class NoPytest:
 
 sys.meta_path.insert(0, NoPytest())
 failed = []
+
+def import_tree(name):  # pkgutil.walk_packages would import testing/ itself to look inside it
+    try:
+        module = importlib.import_module(name)
+    except Exception as e:
+        failed.append(f"{name}: {type(e).__name__}: {e}")
+        return
+    for info in pkgutil.iter_modules(getattr(module, "__path__", []), name + "."):
+        if info.name != "cifar_shared.testing" and not info.name.endswith("__main__"):
+            import_tree(info.name)
+
 for top in sys.argv[1:]:
-    package = importlib.import_module(top)
-    for info in pkgutil.walk_packages(package.__path__, top + "."):
-        if info.name.startswith("cifar_shared.testing") or info.name.endswith("__main__"):
-            continue
-        try:
-            importlib.import_module(info.name)
-        except Exception as e:
-            failed.append(f"{info.name}: {type(e).__name__}: {e}")
+    import_tree(top)
     print(top, "ok")
 assert "pytest" not in sys.modules
 failed += [f"{m} was imported by production code" for m in sys.modules if m.startswith("cifar_shared.testing")]
