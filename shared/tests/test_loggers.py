@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -54,6 +55,7 @@ def test_build_loggers_offline_in_one_line_only_without_login(tmp_path, monkeypa
     for name in ("WANDB_API_KEY", "WANDB_IDENTITY_TOKEN_FILE", "WANDB_MODE", "NETRC", "WANDB_BASE_URL"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("WANDB_SILENT", raising=False)  # restored after the test
     with caplog.at_level(logging.INFO, logger="cifar_shared.train"):
         wandb_logger = next(lg for lg in build_loggers(wandb_cfg(tmp_path)) if type(lg).__name__ == "WandbLogger")
     assert wandb_logger._offline is True
@@ -66,6 +68,7 @@ def test_build_loggers_offline_in_one_line_only_without_login(tmp_path, monkeypa
         wandb_logger = next(lg for lg in build_loggers(wandb_cfg(tmp_path)) if type(lg).__name__ == "WandbLogger")
     assert wandb_logger._offline is False and not [r for r in caplog.records if "W&B" in r.getMessage()]
     assert wandb_logger._wandb_init["settings"].silent  # pytest's captured console is not a terminal
+    assert os.environ["WANDB_SILENT"] == "true"
 
 
 @pytest.mark.slow  # starts wandb's service process

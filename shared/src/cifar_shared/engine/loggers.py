@@ -70,8 +70,13 @@ def build_loggers(cfg: DictConfig) -> list:
                 folder = Path(lcfg.get("save_dir") or ".") / "wandb"
                 log.info("W&B: no login found (`wandb login` or WANDB_API_KEY): logging offline; upload with `wandb sync %s/offline-run-*`", folder)
             if not is_terminal():  # no banners or colour codes in a piped or logged console
+                os.environ.setdefault("WANDB_SILENT", "true")  # wandb's own setup reads it (warnings before init's settings apply)
                 extra["settings"] = wandb.Settings(silent=True, console="off")
-        loggers.append(instantiate(lcfg, **extra))
+        logger = instantiate(lcfg, **extra)
+        init_args = getattr(logger, "_wandb_init", None)
+        if isinstance(init_args, dict) and init_args.get("anonymous") is None:
+            init_args.pop("anonymous", None)  # Lightning passes anonymous=None, which wandb >= 0.2x warns about on every run
+        loggers.append(logger)
         log.debug("logger %s ready", name)
     return loggers
 
