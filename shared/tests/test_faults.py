@@ -32,7 +32,7 @@ def test_ctrl_c_then_a_kill_inside_a_checkpoint_write_then_a_rerun_match_an_unbr
     killed = faults.attempt(cmd, "ckpt_write:1")  # the resumed run's first save: last.ckpt after one more batch
     assert killed.returncode == -9, killed.stderr[-1500:]
     assert (ckpts / ".last.ckpt.partial").exists()  # it died inside that write
-    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == n // 2  # Ctrl-C's save is intact
+    assert torch.load(ckpts / "last.ckpt", map_location="cpu", weights_only=True)["global_step"] == n // 2  # Ctrl-C's save is intact
     rerun = faults.attempt(cmd)
     assert rerun.returncode == 0, rerun.stderr[-1500:]
     assert (tmp_path / "broken" / "train.log").read_text().count("resuming from") == 2
@@ -89,6 +89,6 @@ def test_one_ctrl_c_delivered_twice_still_saves(tmp_path):
     line = err.strip().splitlines()[-1]
     assert line.startswith("interrupted at epoch ") and line.endswith("; run the same command to resume"), err[-3000:]
     epoch, step = int(line.split()[3]), int(line.split()[5].rstrip(";"))
-    saved = torch.load(last, map_location="cpu", weights_only=False)["global_step"]
+    saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert saved == (epoch - 1) * n + step
     assert not (tmp_path / "run" / ".run.lock").exists()  # an interrupted run releases its folder

@@ -55,7 +55,7 @@ def test_the_fit_loop_internals_resume_relies_on(tmp_path):
     for batch_idx, started, loaders in probe.seen:
         assert started == batch_idx + 1, "fit_loop.epoch_loop.batch_progress.current.ready: batches started this epoch"
         assert loaders == [loader], "fit_loop._combined_loader.flattened: the training loaders"
-    states = saved_loader_states(torch.load(tmp_path / "mid.ckpt", map_location="cpu", weights_only=False))
+    states = saved_loader_states(torch.load(tmp_path / "mid.ckpt", map_location="cpu", weights_only=True))
     assert len(states) == 1 and states[0]["batch"] == 2, \
         f"checkpoint['loops']['fit_loop']['state_dict']['combined_loader']: the loaders' state_dict()s, got {states}"
 

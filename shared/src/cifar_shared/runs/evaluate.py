@@ -71,7 +71,7 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
     chosen = run.select_checkpoint(checkpoint)
     ckpt = chosen.path
     cfg = apply_overrides(run.cfg, overrides)
-    check_config(cfg)
+    check_config(cfg, writable=False)  # the recorded output_dir may be the original's, elsewhere: run.path was checked above
     data = eval_set(cfg.data)
     classes = run.classes() or data.classes
     if data.classes != classes:
@@ -181,13 +181,19 @@ def image_paths(paths: list[str]) -> list[Path]:
     return found
 
 
+UNREADABLE_FIX = "remove it, or pass --skip-unreadable"
+
+
 def read_images(paths: list[Path], size: tuple[int, int], skip_unreadable: bool = False):
-    """uint8 (N, 3, H, W): RGB, resized bilinearly when needed, as folder data is read for training;
-    and the paths read. An unreadable file (corrupt, not an image, a decompression bomb) is one
-    line, or with ``skip_unreadable`` left out and named on stderr."""
+    """uint8 (N, 3, H, W) and the paths read, decoded by the decoder folder data uses for training
+    (``read_image``: real pixel range, resized bilinearly). An unreadable file (corrupt, not an
+    image, 32-bit pixels, a decompression bomb) is one line, or with ``skip_unreadable`` left out
+    and named on stderr."""
     import numpy as np
     import torch
     from PIL import Image
+
+    from cifar_shared.data.sources import read_image
 
     out = np.empty((len(paths), size[0], size[1], 3), dtype=np.uint8)
     kept: list[Path] = []
@@ -195,15 +201,12 @@ def read_images(paths: list[Path], size: tuple[int, int], skip_unreadable: bool 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)  # > 89 MP: not a photo to classify at 32 px
-                with Image.open(path) as im:
-                    im = im.convert("RGB")
-                    if im.size != (size[1], size[0]):
-                        im = im.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-                    out[len(kept)] = np.asarray(im)
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-            why = "too many pixels: a decompression bomb" if isinstance(e, Image.DecompressionBombError | Image.DecompressionBombWarning) else type(e).__name__
+                out[len(kept)] = read_image(path, size, fix=UNREADABLE_FIX)
+        except UserError as e:
             if not skip_unreadable:
-                raise UserError(f"cannot read image {path} ({why}): remove it, or pass --skip-unreadable") from None
+                raise
+            why = str(e).removeprefix(f"cannot read image {path}").rsplit(UNREADABLE_FIX, 1)[0].rstrip(" ,;:or").lstrip(" :")
+            why = why[1:-1] if why.startswith("(") and why.endswith(")") else why  # "(UnidentifiedImageError)"
             print(f"skipped {path}: unreadable ({why})", file=sys.stderr)
             continue
         kept.append(path)

@@ -138,5 +138,5 @@ def test_diverging_run_stops_at_once(small_config, tmp_path, capsys):
     stopped = json.loads((tmp_path / "run" / "metrics.json").read_text())["stopped"]
     assert stopped["reason"] in ("non-finite loss", "non-finite weights") and stopped["epoch"] == 1
     for ckpt in (tmp_path / "run" / "checkpoints").glob("*.ckpt"):  # mid-epoch saves ran before it diverged
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
         assert all(torch.isfinite(v).all() for k, v in state.items() if k.startswith("net.") and v.is_floating_point()), ckpt
