@@ -12,7 +12,6 @@ system row is a real process in its own mount namespace (slow).
 
 from __future__ import annotations
 
-import logging
 import pickle
 import shutil
 import subprocess
@@ -26,7 +25,7 @@ import numpy as np
 import pytest
 
 from cifar_shared.registry import installed_packages
-from cifar_shared.testing import write_cifar10
+from cifar_shared.testing import call_command, write_cifar10
 
 PACKAGES = ("basiccnn", "debugcnn", "perceiver", "qvit", "resnet")
 TINY = ["name=tiny", "+model={_target_:cifar_shared.testing.tiny_net}"]
@@ -197,22 +196,9 @@ def train_command(package: str):
 
 
 def call(main, argv: list[str], monkeypatch, capsys) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["train", *argv])
-    capsys.readouterr()
-    try:
-        with warnings.catch_warnings():  # train_base is meant to be included: Hydra notes its missing _self_
-            warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`")
-            main()
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    finally:  # a run's log handlers write to this test's captured streams: close them with it
-        root = logging.getLogger()
-        for h in [h for h in root.handlers if getattr(h, "_cifar", False)]:
-            root.removeHandler(h)
-            h.close()
-    out, err = capsys.readouterr()
-    return code, out, err
+    with warnings.catch_warnings():  # train_base is meant to be included: Hydra notes its missing _self_
+        warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`")
+        return call_command(main, argv, monkeypatch, capsys)
 
 
 def assert_one_line(code: int, out: str, err: str, message: str) -> None:

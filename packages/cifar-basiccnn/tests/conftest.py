@@ -1,4 +1,3 @@
-import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -6,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cifar_shared.engine.cli import compose_config
-from cifar_shared.testing import real_subset_or_skip
+from cifar_shared.testing import call_command, real_subset_or_skip
 
 SYNTHETIC = ["data=synthetic", "data.train_size=400", "data.test_size=200"]
 BIN = Path(sys.executable).parent
@@ -64,18 +63,6 @@ def in_process(monkeypatch, capsys):
     scripts' exit codes, a piped console) run the real command."""
 
     def call(main, *argv):
-        monkeypatch.setattr(sys, "argv", [main.__name__, *map(str, argv)])
-        capsys.readouterr()
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        finally:  # a training run's log handlers write to this test's captured streams: close them with it
-            root = logging.getLogger()
-            for h in [h for h in root.handlers if getattr(h, "_cifar", False)]:
-                root.removeHandler(h)
-                h.close()
-        return code, *capsys.readouterr()
+        return call_command(main, argv, monkeypatch, capsys)
 
     return call

@@ -38,3 +38,10 @@ def test_default_loggers_are_wandb_offline_without_a_login_and_tensorboard(tmp_p
     loggers = {type(lg).__name__: lg for lg in build_loggers(cfg)}
     assert set(loggers) == {"TensorBoardLogger", "WandbLogger"}
     assert loggers["WandbLogger"]._offline is True and loggers["WandbLogger"]._project == "myproj"
+
+
+def test_qvit_presets_pass_the_run_folder_target_check():
+    """A qvit run folder's config (DGD teacher, init_from) is one cifar-eval reads: its targets are allowed."""
+    from cifar_shared.runs.folder import check_targets
+
+    check_targets(compose_config("cifar_qvit.conf", ["loss_hook=dgd", "model.init_from=/runs/fp"]), "config.yaml")

@@ -82,8 +82,21 @@ class RunGuard(pl.Callback):
 
     def restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
-            signal.signal(sig, handler)
+            # after an interrupt the run is exiting, and that interrupt's duplicate may still be on its way
+            signal.signal(sig, self._swallow_duplicate(handler) if sig == self.signum else handler)
         self._old_handlers = {}
+
+    def _swallow_duplicate(self, handler):
+        """The previous handler, except for a copy of the interrupt that arrives within the repeat window."""
+        def on_signal(signum, frame) -> None:
+            if time.monotonic() - self._signalled_at < self.REPEAT_WINDOW_S:
+                return
+            signal.signal(signum, handler)
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), signum)
+        return on_signal
 
     def _on_signal(self, signum, frame) -> None:
         now = time.monotonic()

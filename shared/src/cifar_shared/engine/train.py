@@ -313,13 +313,18 @@ def save_config(cfg: DictConfig, path: Path) -> None:
     atomic_write(path, text.encode())
 
 
+def close_run_logs() -> None:
+    """Remove and close the handlers ``setup_logging`` added (a new run's, or a test's, streams take over)."""
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "_cifar", False)]:
+        root.removeHandler(h)
+        h.close()
+
+
 def setup_logging(path: Path) -> None:
     """Console (stdout) + ``train.log`` (appended, so a resumed run keeps one log)."""
+    close_run_logs()
     root = logging.getLogger()
-    for h in list(root.handlers):
-        if getattr(h, "_cifar", False):
-            root.removeHandler(h)
-            h.close()
     # one writer under DDP; delay: the file is made by its first line, so a run that stops on a data
     # error before logging anything leaves no empty train.log (check_config probed that it can be written)
     file = logging.FileHandler(path, mode="a", delay=True) if rank_zero_only.rank == 0 else logging.NullHandler()

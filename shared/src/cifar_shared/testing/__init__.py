@@ -79,3 +79,24 @@ def tiny_net(num_classes: int = 10):
         nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(4),
         nn.Flatten(), nn.Dropout(0.2), nn.Linear(8 * 16, num_classes),
     )
+
+
+def call_command(main, argv, monkeypatch, capsys) -> tuple[int, str, str]:
+    """A command's entry function (``train_main``, ``eval_main``, ...) as its script calls it, in this
+    process -> (exit code, stdout, stderr); the run's log handlers, which write to this test's
+    captured streams, are closed with it."""
+    import sys
+
+    from cifar_shared.engine.train import close_run_logs
+
+    monkeypatch.setattr(sys, "argv", [getattr(main, "__name__", "main"), *map(str, argv)])
+    capsys.readouterr()
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    finally:
+        close_run_logs()
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -22,7 +22,6 @@ a row) runs once, in shared/tests/test_faults.py, on ``cifar_shared.testing.tiny
 from __future__ import annotations
 
 import json
-import logging
 import math
 import warnings
 from pathlib import Path
@@ -31,6 +30,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf, open_dict
 
+from cifar_shared.engine.train import close_run_logs
 from cifar_shared.testing import faults
 
 __all__ = ["test_kill_and_resume_matches_an_unbroken_run", "test_diverging_run_stops_at_once"]
@@ -94,10 +94,7 @@ def run_in_process(path: Path, capsys, fault: str | None = None) -> tuple[int, s
     except SystemExit as e:
         code = e.code
     finally:  # the run's log handlers write to this test's captured streams: close them with it
-        root = logging.getLogger()
-        for h in [h for h in root.handlers if getattr(h, "_cifar", False)]:
-            root.removeHandler(h)
-            h.close()
+        close_run_logs()
     out, err = capsys.readouterr()
     return code, out, err
 

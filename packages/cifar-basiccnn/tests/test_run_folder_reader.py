@@ -58,12 +58,6 @@ def test_every_installed_packages_own_config_passes_the_target_check(package):
         check_targets(compose_config(package, extra), "config.yaml")
 
 
-def test_qvit_presets_pass_the_target_check():
-    if "cifar_qvit.conf" not in installed_packages().values():
-        pytest.skip("cifar-qvit is not installed")
-    check_targets(compose_config("cifar_qvit.conf", ["loss_hook=dgd", "model.init_from=/runs/fp"]), "config.yaml")
-
-
 def base_config():
     return OmegaConf.to_container(compose_config("cifar_basiccnn.conf", ["data=synthetic"]), resolve=False)
 
