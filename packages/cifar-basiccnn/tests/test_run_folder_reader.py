@@ -67,7 +67,7 @@ def base_config():
     ("model.f", {"_target_": "torch.load", "weights_only": False, "f": {"_target_": "io.BytesIO", "initial_bytes": "..."}},
      "model.f._target_=torch.load is a nested target"),
     ("model", {"_target_": "os.system", "command": "touch x"}, "model._target_=os.system is not a class this project's configs use"),
-    ("optim", {"_target_": "cifar_shared.engine.resilience.atomic_write", "path": "/x", "data": "y"}, "optim._target_=cifar_shared"),
+    ("optim", {"_target_": "cifar_shared.engine.atomic.atomic_write", "path": "/x", "data": "y"}, "optim._target_=cifar_shared"),
     ("data.extra", {"_target_": "builtins.exec", "_args_": ["print(1)"]}, "data.extra._target_=builtins.exec"),
     ("callbacks.extra.evil", {"_target_": "subprocess.run", "args": ["true"]}, "callbacks.extra.evil._target_=subprocess.run is not"),
 ])

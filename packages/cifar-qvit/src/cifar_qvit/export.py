@@ -121,7 +121,7 @@ def predictions(net: QViT, loader) -> torch.Tensor:
 def export_run(run_dir: str | Path, out: str | Path | None = None, check: bool = False) -> Path:
     from safetensors.torch import save
 
-    from cifar_shared.engine.resilience import atomic_write
+    from cifar_shared.engine.atomic import atomic_write
     from cifar_shared.runs.folder import output_path
 
     out = output_path(out, "--out", "model.safetensors", (Path(run_dir),)) if out else Path(run_dir) / "export" / "model.safetensors"
