@@ -246,7 +246,7 @@ def test_a_run_folder_on_a_read_only_file_system_is_one_line(tmp_path):
         pytest.skip("no unprivileged mount namespace here (unshare -rm) to mount a read-only file system")
     packages = [p for p in PACKAGES if p in installed_packages()]
     command = [str(Path(sys.executable).parent / f"{packages[0]}-train")] if packages else [
-        sys.executable, "-c", f"from cifar_shared.engine.cli import run; run('cifar_shared.conf', argv=__import__('sys').argv[1:] + {TINY!r}, config_name='train_base')"]
+        sys.executable, "-W", "ignore::UserWarning", "-c", f"from cifar_shared.engine.cli import run; run('cifar_shared.conf', argv=__import__('sys').argv[1:] + {TINY!r}, config_name='train_base')"]
     mount = tmp_path / "ro"
     mount.mkdir()
     script = (f"mount -t tmpfs none {mount} && mkdir {mount}/run && echo earlier > {mount}/run/train.log "
