@@ -8,6 +8,7 @@ import pytorch_lightning as pl
 
 from cifar_debugcnn import report
 from cifar_shared.engine.train import train
+from cifar_shared.testing import faults
 
 pytestmark = pytest.mark.slow  # training runs with probes: once, on the first Python of the nox matrix
 
@@ -134,16 +135,14 @@ def test_non_finite_loss_names_the_first_bad_layer():
 
 
 
-def test_a_mid_epoch_resume_keeps_that_epochs_probe_record_and_no_partial_figure(tmp_path, small_config, monkeypatch):
+def test_a_mid_epoch_resume_keeps_that_epochs_probe_record_and_no_partial_figure(tmp_path, small_config):
     """Ctrl-C after step 8 (epoch 2, batch 4 of 5) saves mid-epoch; the rerun resumes after it, so
     epoch 2's watched batch 0 is not trained again: its record must come back from debug.json, and
     a figure a kill left half-written (0-byte .tmp.png) must be gone."""
     cfg = lambda: small_config(tmp_path, "callbacks.checkpoint.every_n_minutes=1e-9")  # noqa: E731
-    monkeypatch.setenv("CIFAR_FAULT", "sigint:8")
-    with pytest.raises(SystemExit) as stopped:
+    with pytest.raises(SystemExit) as stopped, faults.inject("sigint:8"):  # the tests' fault injector
         train(cfg())
     assert stopped.value.code == 130
-    monkeypatch.delenv("CIFAR_FAULT")
     partial = tmp_path / "debug" / "grad_flow_epoch002.tmp.png"
     partial.parent.mkdir(exist_ok=True)
     partial.write_bytes(b"")
