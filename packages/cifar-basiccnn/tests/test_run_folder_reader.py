@@ -48,7 +48,8 @@ def test_crafted_pickles_are_refused_in_one_line_and_run_nothing(tmp_path):
             with pytest.raises(UserError) as e:
                 load_checkpoint(path, "use another run", mmap=mmap)
             assert "\n" not in str(e.value) and str(e.value).endswith("use another run")
-    assert "refers to io.open, which loading would call" in str(pytest.raises(UserError, load_checkpoint, paths[0], "x").value)
+    # the pickled global is io.open on Python 3.11, _io.open from 3.12
+    assert re.search(r"refers to _?io\.open, which loading would call", str(pytest.raises(UserError, load_checkpoint, paths[0], "x").value))
     assert not marker.exists()
 
 
@@ -145,7 +146,7 @@ def test_a_crafted_best_checkpoint_is_refused_when_choosing(tmp_path):
     fake_best(run / "checkpoints", 1, 0.9)
     marker = tmp_path / "marker"
     torch.save({"state_dict": {}, "x": Payload(marker)}, run / "checkpoints" / "best-epoch002.ckpt")
-    with pytest.raises(UserError, match="best-epoch002.ckpt refers to io.open"):
+    with pytest.raises(UserError, match=r"best-epoch002\.ckpt refers to _?io\.open"):
         RunFolder.open(run).select_checkpoint("best")
     assert not marker.exists()
 
