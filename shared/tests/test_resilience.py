@@ -241,6 +241,36 @@ def test_one_signal_delivered_twice_is_one_interrupt_a_later_one_stops_now(tmp_p
         g._on_signal(signal.SIGTERM, None)  # another signal is never a duplicate
 
 
+def test_a_copy_held_back_by_the_save_is_still_one_interrupt_while_exiting(tmp_path, monkeypatch):
+    """A save can hold a copy's Python handler back past the window (CI saw exit -2, a KeyboardInterrupt
+    raised while exiting): the window restarts at the resume line, and a copy after it ends the exit
+    with the interrupt's status, never Python's default handler."""
+    clock = [100.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: clock[0])
+    exits = []
+    monkeypatch.setattr(guard_module.os, "_exit", exits.append)
+    g = RunGuard(tmp_path, "t", None)
+    g.install_signals()
+    try:
+        g._on_signal(signal.SIGINT, None)
+        clock[0] += 5.0  # a slow save
+        with pytest.raises(SystemExit) as interrupted:
+            g.exit_interrupted(1, 3)
+        assert interrupted.value.code == 130
+    finally:
+        g.restore_signals()
+    try:
+        handler = signal.getsignal(signal.SIGINT)
+        clock[0] += 0.5
+        handler(signal.SIGINT, None)  # the held-back copy: ignored
+        assert exits == []
+        clock[0] += g.REPEAT_WINDOW_S
+        handler(signal.SIGINT, None)  # a real second Ctrl-C while exiting
+        assert exits == [130]
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def test_checkpoint_from_another_package_is_refused(tmp_path):
     from cifar_shared.engine.train import check_checkpoint
 

@@ -83,20 +83,14 @@ class RunGuard(pl.Callback):
     def restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
             # after an interrupt the run is exiting, and that interrupt's duplicate may still be on its way
-            signal.signal(sig, self._swallow_duplicate(handler) if sig == self.signum else handler)
+            signal.signal(sig, self._on_signal_while_exiting if sig == self.signum else handler)
         self._old_handlers = {}
 
-    def _swallow_duplicate(self, handler):
-        """The previous handler, except for a copy of the interrupt that arrives within the repeat window."""
-        def on_signal(signum, frame) -> None:
-            if time.monotonic() - self._signalled_at < self.REPEAT_WINDOW_S:
-                return
-            signal.signal(signum, handler)
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                os.kill(os.getpid(), signum)
-        return on_signal
+    def _on_signal_while_exiting(self, signum, frame) -> None:
+        """The interrupt's checkpoint is saved and its resume line printed: a late copy of it is
+        ignored, a real second one ends the exit at once, with the same status (nothing is lost)."""
+        if time.monotonic() - self._signalled_at >= self.REPEAT_WINDOW_S:
+            os._exit(128 + signum)
 
     def _on_signal(self, signum, frame) -> None:
         now = time.monotonic()
@@ -110,6 +104,9 @@ class RunGuard(pl.Callback):
 
     def exit_interrupted(self, epoch: int, step: int) -> None:
         print(f"interrupted at epoch {epoch} step {step}; run the same command to resume", file=sys.stderr, flush=True)
+        # a copy of the signal that a long save held back counts from here (its Python handler runs
+        # only when the interpreter gets back from the save's C code)
+        self._signalled_at = time.monotonic()
         log.info("interrupted at epoch %d step %d (signal %d)", epoch, step, self.signum)
         raise Interrupted(128 + self.signum)
 
