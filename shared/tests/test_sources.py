@@ -159,12 +159,22 @@ def test_export_roundtrips_through_the_folder_source(tmp_path, cifar10_root):
     assert torch.equal(back.images, original.images[order]) and back.classes == original.classes
 
 
-def test_stats_command_prints_config_lines(capsys, cifar10_root):
+def test_stats_command_prints_overrides_that_set_the_measured_normalization(capsys, cifar10_root):
+    from hydra import compose, initialize_config_module
+
+    from cifar_shared.data.sources import load_source
+    from cifar_shared.data.stats import channel_stats
     from cifar_shared.data.tools import stats_main
 
     stats_main(["--data", "cifar10", "--root", str(cifar10_root)])
-    out = capsys.readouterr().out
-    assert out.count("mean: [") == 1 and out.count("std: [") == 1
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    overrides = line.split()
+    assert [o.split("=")[0] for o in overrides] == ["data.mean", "data.std"]
+    with initialize_config_module("cifar_shared.conf", version_base=None):
+        cfg = compose("train_base", overrides=["name=t", *overrides])
+    mean, std = channel_stats(load_source({"name": "cifar10", "root": str(cifar10_root), "download": False})[0].images)
+    assert list(cfg.data.mean) == pytest.approx(list(mean), abs=5e-5)
+    assert list(cfg.data.std) == pytest.approx(list(std), abs=5e-5)
 
 
 def test_empty_class_folder_is_a_user_error(tmp_path):

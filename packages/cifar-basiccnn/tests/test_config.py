@@ -8,7 +8,7 @@ def test_defaults_of_the_original_project():
     assert cfg.optim._target_ == "torch.optim.Adam" and cfg.optim.lr == 1e-3
     assert cfg.scheduler._target_.endswith("plateau") and cfg.scheduler.factor == 0.1 and cfg.scheduler.patience == 2
     assert cfg.augment.crop_padding == 4 and cfg.augment.flip is True
-    assert list(cfg.data.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.data.std) == [0.2023, 0.1994, 0.2010]
+    assert list(cfg.data.mean) == [0.4914, 0.4822, 0.4465] and list(cfg.data.std) == [0.2470, 0.2435, 0.2616]  # measured (cifar-stats)
     assert cfg.model.widths == [32, 64, 128] and cfg.model.dropout == 0.5
 
 
@@ -31,3 +31,10 @@ def test_package_is_registered_for_shared_tools():
 
     conf = installed_packages()["basiccnn"]
     assert compose_config(conf, []).name == "basiccnn"
+
+
+def test_experiment_original_is_the_originals_recipe_and_normalization():
+    cfg = compose_config("cifar_basiccnn.conf", ["experiment=original"])
+    assert cfg.trainer.max_epochs == 89 and cfg.data.name == "cifar10" and cfg.optim.lr == 1e-3 and cfg.batch_size == 128
+    assert cfg.scheduler._target_.endswith("plateau")
+    assert list(cfg.data.std) == [0.2023, 0.1994, 0.2010]  # the original's; the default is the measured one

@@ -30,8 +30,13 @@ def _run(fn) -> None:
         sys.exit(2)
 
 
+def stats_overrides(mean, std) -> str:
+    """``data.mean=[...] data.std=[...]``: pasted after a train command, it sets the normalization."""
+    return " ".join(f"data.{key}=[{','.join(f'{v:.4f}' for v in values)}]" for key, values in (("mean", mean), ("std", std)))
+
+
 def stats_main(argv: list[str] | None = None) -> None:
-    """Print the training split's per-channel mean and std, ready to paste into a data config."""
+    """Print the training split's per-channel mean and std as overrides, ready to paste after a train command."""
     parser = argparse.ArgumentParser(description="Per-channel mean/std of a data source's training split.")
     _source_args(parser)
     args = parser.parse_args(argv)
@@ -39,9 +44,8 @@ def stats_main(argv: list[str] | None = None) -> None:
     def go():
         train, _ = _load(args)
         mean, std = channel_stats(train.images)
-        print(f"# {args.data} train split, {len(train)} images")
-        print(f"mean: [{', '.join(f'{m:.8f}' for m in mean)}]")
-        print(f"std: [{', '.join(f'{s:.8f}' for s in std)}]")
+        print(f"# {args.data} train split, {len(train)} images; as overrides of any *-train command:")
+        print(stats_overrides(mean, std))
 
     _run(go)
 
