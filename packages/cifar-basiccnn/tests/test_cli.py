@@ -38,9 +38,32 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
 def test_smoke_run_writes_the_run_folder(cli_run):
     run, _ = cli_run
     metrics = json.loads((run / "metrics.json").read_text())
-    assert len(metrics["history"]) == 2 and 0 <= metrics["test"]["acc"] <= 1
+    assert len(metrics["history"]) == 2 and metrics["test"]["confusion_matrix"]
     figures = cli(str(run), tool="basiccnn-visualize")
-    assert figures.returncode == 0 and (run / "confusion_matrix.png").exists()
+    assert figures.returncode == 0 and (run / "plots" / "confusion_matrix.png").exists()
+
+
+def test_visualize_checkpoint_file_draws_the_curves_it_holds_into_the_runs_plots(cli_run, tmp_path):
+    """The original's form: the curves up to the checkpoint's epoch, into RUN/plots/."""
+    import matplotlib.image
+
+    run, _ = cli_run
+    figures = cli("--checkpoint-file", str(run / "checkpoints" / "checkpoint_epoch_1.ckpt"), tool="basiccnn-visualize")
+    assert figures.returncode == 0, figures.stderr
+    written = [Path(line) for line in figures.stdout.split()]
+    assert {p.name for p in written} == {"loss.png", "accuracy.png", "f1.png", "lr.png"}  # epoch 1 is not the tested checkpoint
+    assert all(p.parent == run / "plots" and matplotlib.image.imread(p).ndim == 3 for p in written)
+    missing = cli("--checkpoint-file", str(tmp_path / "nope.ckpt"), tool="basiccnn-visualize")
+    assert_one_line_error(missing, "does not exist")
+
+
+def test_the_originals_data_keys_are_accepted(tmp_path):
+    """raw_data_dir is where the archive goes (data.root); processed_dir gets the PNG export."""
+    raw, processed = tmp_path / "raw", tmp_path / "processed"
+    result = cli(f"raw_data_dir={raw}", f"processed_dir={processed}", "--cfg", "job")
+    assert result.returncode == 0, result.stderr
+    assert f"root: {raw}" in result.stdout and f"export_dir: {processed}" in result.stdout
+    assert "original key processed_dir -> export_dir" in result.stderr
 
 
 def test_unknown_key():

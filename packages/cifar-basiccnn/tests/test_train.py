@@ -19,13 +19,16 @@ def test_run_folder_contract(run):
     out, test = run
     assert (out / "config.yaml").exists() and (out / "checkpoints" / "last.ckpt").exists()
     assert len(list((out / "checkpoints").glob("best-*.ckpt"))) == 1
+    # the original's checkpoint for every epoch, numbered as the log counts them
+    assert sorted(p.name for p in (out / "checkpoints").glob("checkpoint_epoch_*.ckpt")) == ["checkpoint_epoch_1.ckpt", "checkpoint_epoch_2.ckpt"]
+    saved = [torch.load(out / "checkpoints" / f"checkpoint_epoch_{n}.ckpt", weights_only=True)["epoch"] for n in (1, 2)]
+    assert saved == [0, 1]  # Lightning counts from 0
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     log = (out / "train.log").read_text()
     assert "epoch 1/2" in log and "epoch 2/2" in log and "test (" in log
     metrics = json.loads((out / "metrics.json").read_text())
     assert [row["epoch"] for row in metrics["history"]] == [1, 2]
     assert {"train/loss", "train/acc", "val/loss", "val/acc", "val/f1_macro", "lr"} <= set(metrics["history"][0])
-    assert 0 <= metrics["test"]["acc"] <= 1 and "f1_macro" in metrics["test"]
     assert metrics["test"] == test
     assert torch.tensor(metrics["test"]["confusion_matrix"]).sum() == 200
 
@@ -61,13 +64,18 @@ def test_unreadable_checkpoint_is_refused_and_kept(tmp_path, small_config):
     assert last.read_bytes() == b"garbage"
 
 
-def test_visualize_writes_figures(run):
+def test_visualize_writes_figures_into_plots(run):
     from cifar_shared.runs.plots import plot_run
 
     out, _ = run
     names = {p.name for p in plot_run(out)}
     assert names == {"loss.png", "accuracy.png", "f1.png", "lr.png", "confusion_matrix.png"}
-    assert all((out / n).stat().st_size > 1000 for n in names)
+    assert all((out / "plots" / n).stat().st_size > 1000 for n in names)
+
+
+def test_keep_every_epoch_false_keeps_last_and_best_only(tmp_path, small_config):
+    train(small_config(tmp_path, "epochs=1", "callbacks.checkpoint.keep_every_epoch=false", "test_after_fit=false"))
+    assert sorted(p.stem.split("-")[0] for p in (tmp_path / "checkpoints").glob("*.ckpt")) == ["best", "last"]
 
 
 def test_lr_finder_reads_its_own_curve_and_sets_the_lr(tmp_path, small_config):

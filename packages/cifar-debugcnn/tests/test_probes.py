@@ -5,22 +5,39 @@ import math
 
 import pytest
 import pytorch_lightning as pl
+import torch
 
 from cifar_debugcnn import report
+from cifar_debugcnn.model import DebugCNN
 from cifar_shared.engine.train import train
 from cifar_shared.testing import faults
 
 pytestmark = pytest.mark.slow  # training runs with probes: once, on the first Python of the nox matrix
 
 
+def forward_hooks(net) -> int:
+    return sum(len(m._forward_hooks) for m in net.modules())
+
+
 class HookCounter(pl.Callback):
-    """Counts the forward hooks on the network while each training step runs."""
+    """Counts the forward hooks on the network while each training, validation and test step runs
+    (appended after the probes, so a batch's count includes what they attached for it); keeps the
+    first validation batch of each run and the weights it met, for a reference computation."""
 
     def __init__(self):
-        self.per_step = []
+        self.per_step, self.per_val_batch, self.per_test_batch, self.first_val = [], [], [], []
 
     def on_before_backward(self, trainer, pl_module, loss):
-        self.per_step.append(sum(len(m._forward_hooks) for m in pl_module.net.modules()))
+        self.per_step.append(forward_hooks(pl_module.net))
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.per_val_batch.append(forward_hooks(pl_module.net))
+        if batch_idx == 0:
+            weights = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+            self.first_val.append((batch[0].clone(), batch[1].clone(), weights))
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        self.per_test_batch.append(forward_hooks(pl_module.net))
 
 
 def train_counting_hooks(cfg):
@@ -66,6 +83,15 @@ def test_unwatched_steps_run_without_hooks(run):
     leaves = 4 * 4 + 1 + 2 * 4 + 1  # four conv blocks, flatten, two (fc, bn, relu, dropout), out
     watched = leaves + 1  # + the network's own hook for the logits
     assert counter.per_step == [watched, 0, 0, 0, 0] * 2
+    assert counter.per_val_batch == [watched, 0] * 2  # 80 validation images: the first of 2 batches is watched
+    assert counter.per_test_batch == [0, 0]  # 100 test images, never watched
+
+
+def test_every_epoch_has_a_validation_record(run):
+    out, _, _ = run
+    val = json.loads((out / "debug.json").read_text())["val"]
+    assert [(v["split"], v["epoch"], v["global_step"], v["batch"]) for v in val] == [("val", 1, 5, 0), ("val", 2, 10, 0)]
+    assert all(sum(v["labels"]) == sum(v["predicted"]) == 64 and "params" not in v for v in val)
 
 
 def test_table_in_train_log_and_figures(run):
@@ -88,6 +114,9 @@ def test_tensorboard_gets_scalars_and_histograms(run):
         for kind in tags:
             tags[kind] |= set(acc.Tags()[kind])
     assert "debug/dead_fraction/features.block1.relu" in tags["scalars"]
+    assert "debug/dead_element_fraction/features.block1.relu" in tags["scalars"]
+    assert "debug/val/act_std/classifier.relu1" in tags["scalars"] and "debug/val/loss" in tags["scalars"]
+    assert "debug/val/activations/features.block2.bn" in tags["histograms"]
     assert "debug/grad_norm/classifier.fc1.weight" in tags["scalars"]
     assert "debug/update_ratio/classifier.out.bias" in tags["scalars"]
     assert "debug/activations/features.block2.bn" in tags["histograms"]
@@ -100,6 +129,56 @@ def test_every_n_steps_and_off(tmp_path, small_config):
     assert [s["global_step"] for s in steps] == [0, 2, 4]
     train(small_config(tmp_path / "off", "epochs=1", "data.image_size=16", "callbacks.extra.probes=null"))
     assert not (tmp_path / "off" / "debug.json").exists() and not (tmp_path / "off" / "debug").exists()
+
+
+FORWARD_ORDER = [f"features.block{i}.{kind}" for i in range(1, 5) for kind in ("conv", "bn", "relu", "pool")] + [
+    "classifier.flatten", *(f"classifier.{kind}{i}" for i in (1, 2) for kind in ("fc", "bn", "relu", "drop")), "classifier.out"]
+
+
+def test_a_one_epoch_run_records_validation_probes_in_eval_mode(tmp_path, small_config):
+    """debug.json's ``val`` against the layers recomputed by hand from the batch and the weights the
+    validation met, in eval mode (running BatchNorm statistics, no dropout): train-mode numbers would
+    differ. The test after fit runs with no hook on."""
+    out = tmp_path / "one"
+    _, counter = train_counting_hooks(small_config(out, "epochs=1", "data.image_size=16", "callbacks.extra.probes.figures=false",
+                                                   "callbacks.extra.probes.histograms=false"))
+    debug = json.loads((out / "debug.json").read_text())
+    assert [(s["epoch"], s["global_step"]) for s in debug["steps"]] == [(1, 0)]
+    [val] = debug["val"]
+    assert (val["split"], val["epoch"], val["global_step"], val["batch"]) == ("val", 1, 5, 0)
+    assert counter.per_val_batch == [len(FORWARD_ORDER) + 1, 0] and counter.per_test_batch == [0, 0]  # + the logits hook
+
+    [(x, y, weights)] = counter.first_val
+    net = DebugCNN(num_classes=10, image_size=16)
+    net.load_state_dict(weights)
+    net.eval()
+    rows = {r["name"]: r for r in val["layers"]}
+    assert list(rows) == FORWARD_ORDER
+    h = x
+    with torch.no_grad():
+        for name in FORWARD_ORDER:
+            h = net.get_submodule(name)(h)
+            row = rows[name]
+            assert row["shape"] == list(h.shape) and row["out_grad_norm"] is None
+            expected = [h.min(), h.max(), h.mean(), h.std(unbiased=False)]
+            assert [row[k] for k in ("min", "max", "mean", "std")] == pytest.approx([float(v) for v in expected], rel=1e-5, abs=1e-6)
+            if name.endswith(("relu", "relu1", "relu2")):
+                zero = (h == 0).all(dim=0)  # per element: zero in every image
+                assert (row["dead_elements"], row["elements"]) == (int(zero.sum()), zero.numel())
+                assert row["dead"] == int(zero.reshape(zero.shape[0], -1).all(dim=1).sum())
+        assert val["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(h, y)), rel=1e-5)
+        assert val["labels"] == torch.bincount(y, minlength=10).tolist()
+        assert val["predicted"] == torch.bincount(h.argmax(dim=1), minlength=10).tolist()
+    assert "debug probe (validation): epoch 1, step 5 (batch 0)" in (out / "train.log").read_text()
+
+
+def test_the_validation_table_has_no_parameter_section():
+    row = {"name": "features.block1.relu", "type": "ReLU", "shape": [64, 32, 32, 32], "min": 0.0, "max": 2.0, "mean": 0.4,
+           "std": 0.5, "dead": 1, "units": 32, "dead_elements": 12345, "elements": 32768, "out_grad_norm": None}
+    text = report.table({"split": "val", "epoch": 3, "global_step": 90, "batch": 0, "loss": 1.25, "labels": None,
+                         "predicted": None, "layers": [row], "diagnoses": []})
+    assert text.splitlines()[0] == "debug probe (validation): epoch 3, step 90 (batch 0), loss 1.2500"
+    assert " 1/32 " in text and " 12345/32768 " in text and "parameter" not in text
 
 
 def _record(**changes):
@@ -147,6 +226,7 @@ def test_a_mid_epoch_resume_keeps_that_epochs_probe_record_and_no_partial_figure
     partial.parent.mkdir(exist_ok=True)
     partial.write_bytes(b"")
     train(cfg())
-    steps = json.loads((tmp_path / "debug.json").read_text())["steps"]
-    assert [(s["epoch"], s["global_step"], s["batch"]) for s in steps] == [(1, 0, 0), (2, 5, 0)]
+    debug = json.loads((tmp_path / "debug.json").read_text())
+    assert [(s["epoch"], s["global_step"], s["batch"]) for s in debug["steps"]] == [(1, 0, 0), (2, 5, 0)]
+    assert [(v["epoch"], v["global_step"]) for v in debug["val"]] == [(1, 5), (2, 10)]  # epoch 1's kept, epoch 2's once
     assert not partial.exists() and (tmp_path / "debug" / "grad_flow_epoch002.png").exists()

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from cifar_debugcnn.probes import LayerProbes
-from cifar_debugcnn.stats import dead_units, saturated_fraction
+from cifar_debugcnn.stats import dead_elements, dead_units, saturated_fraction
 
 
 def hand_set_layer() -> nn.Sequential:
@@ -34,6 +34,21 @@ def test_conv_channels_are_dead_only_when_zero_everywhere():
     out[3, 0, 5, 5] = 1.0  # channel 0 fires once, at one position of one sample
     out[:, 2] = 0.5
     assert int(dead_units(out)[0]) == 3
+
+
+def test_dead_elements_count_positions_a_channel_never_fires_at():
+    """Per element, a channel that fires at one position is dead at its other three; per channel it is alive."""
+    out = torch.zeros(4, 3, 2, 2)
+    out[3, 0, 1, 1] = 1.0  # channel 0: one live element of 4
+    out[:, 2] = 0.5        # channel 2: all 4 live; channel 1: all zero
+    assert (int(dead_elements(out)[0]), dead_elements(out)[1]) == (3 + 4, 12)
+    assert (int(dead_units(out)[0]), dead_units(out)[1]) == (1, 3)
+
+
+def test_for_features_an_element_is_a_unit():
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(0))
+    out = hand_set_layer()(x)
+    assert [int(dead_elements(out)[0]), dead_elements(out)[1]] == [int(dead_units(out)[0]), dead_units(out)[1]] == [3, 6]
 
 
 def test_saturation_of_a_tanh():
@@ -101,6 +116,7 @@ def test_a_training_step_reports_the_hand_set_dead_units(tmp_path):
     record, _, _, _ = _fit_one_step(tmp_path, net)
     relu = next(r for r in record["layers"] if r["name"] == "1")
     assert (relu["dead"], relu["units"], relu["dead_fraction"]) == (3, 6, 0.5)
+    assert (relu["dead_elements"], relu["elements"], relu["dead_element_fraction"]) == (3, 6, 0.5)
     assert relu["shape"] == [32, 6] and relu["min"] == 0.0
     assert sum(record["labels"]) == 32 and sum(record["predicted"]) == 32
     assert not any("dead" in d for d in record["diagnoses"])  # 50 % is not above the 0.5 threshold

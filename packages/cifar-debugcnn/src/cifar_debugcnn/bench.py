@@ -3,8 +3,8 @@
 One training run (the debugcnn config, synthetic data by default) whose epochs alternate between
 probes on and probes off, so machine load hits both sides alike. Reported: the mean training step
 time of each side (start-to-start of consecutive batches, so a watched step's table, TensorBoard
-writes and hooks are inside it) and the epoch time (which also holds the epoch-end figures and
-``debug.json``), and their ratios.
+writes and hooks are inside it) and the epoch time (which also holds the epoch-end figures,
+``debug.json`` and, in the probes' epochs, the watched validation batch), and their ratios.
 
 At the default cadence the probes run code in one step per epoch (the first); the other steps
 have no hook. Their on/off difference is the epochs' drift, which can be larger than the probes'

@@ -3,13 +3,18 @@
 Layers are named (``features.block1.conv``, ``classifier.fc1``...) because the probes report them
 by name. Convs and hidden Linears carry no bias: the BatchNorm after each removes any constant, so
 such a bias gets an exactly-zero gradient and only adds a false "vanishing gradient" alarm.
+
+``net(x, debug=True)`` returns ``(logits, stats)``, the probes' per-layer numbers for that one
+batch, to look inside the network from a notebook without a Trainer.
 """
 
 from collections import OrderedDict
 
+import torch
 from torch import nn
 
 from cifar_debugcnn.cli import check_image_size
+from cifar_debugcnn.stats import layer_entry, layer_row, leaf_layers
 
 
 def conv_block(cin: int, cout: int) -> nn.Sequential:
@@ -43,5 +48,24 @@ class DebugCNN(nn.Module):
         head["out"] = nn.Linear(width, num_classes)
         self.classifier = nn.Sequential(head)
 
-    def forward(self, x):
-        return self.classifier(self.features(x))
+    def forward(self, x: torch.Tensor, debug: bool = False):
+        """Logits; with ``debug=True`` ``(logits, stats)``: ``stats`` maps each leaf layer's name,
+        in forward order, to the row debug.json's ``layers`` holds for it (the same functions make
+        both; no ``out_grad_norm``, as there is no backward here). The mode is the caller's:
+        ``net.eval()`` for what validation sees, ``net.train()`` for batch statistics and dropout."""
+        if not debug:
+            return self.classifier(self.features(x))
+        stats: dict[str, dict] = {}
+
+        def keep(name: str):
+            def hook(module, inputs, output):
+                stats[name] = layer_row(name, layer_entry(module, output))
+            return hook
+
+        handles = [layer.register_forward_hook(keep(name)) for name, layer in leaf_layers(self)]
+        try:  # hooks on the real forward path, so the numbers are those of forward(x); none outlives the call
+            logits = self.classifier(self.features(x))
+        finally:
+            for h in handles:
+                h.remove()
+        return logits, stats

@@ -4,7 +4,9 @@ On a watched step it attaches a forward hook to every leaf layer of the network 
 min/max/mean/std, dead units, saturation; plus a tensor hook for the gradient reaching that output),
 reads each parameter's gradient norm after backward, snapshots the weights before the optimizer
 step to get the update-to-weight ratio, and detaches everything once the step ends. Unwatched
-steps run with no hook at all, so they cost nothing extra.
+steps run with no hook at all, so they cost nothing extra. The first batch of every validation
+run is watched the same way (activations only: validation has no backward), as the original
+project printed its layer statistics in the validation step too; test runs are never watched.
 
 Enabled through the shared seam ``callbacks.extra.probes`` (see conf/train.yaml); results go to the
 console and ``train.log`` (a table per watched step), TensorBoard, ``debug.json`` and ``debug/``.
@@ -23,15 +25,7 @@ import torch
 from torch import nn
 
 from cifar_debugcnn import report
-from cifar_debugcnn.stats import (
-    DEAD_KINDS,
-    activation_stats,
-    bounds_of,
-    dead_units,
-    grad_norms,
-    saturated_fraction,
-    update_ratios,
-)
+from cifar_debugcnn.stats import grad_norms, layer_entry, layer_row, leaf_layers, update_ratios
 
 log = logging.getLogger("cifar_debugcnn.probes")
 
@@ -51,6 +45,7 @@ class LayerProbes(pl.Callback):
         self.figures, self.table = figures, table
         self.enabled = True  # the benchmark flips this to time the same run with and without probes
         self.steps: list[dict] = []  # one record per watched step, all of them go to debug.json
+        self.val: list[dict] = []  # one record per validation run (its first batch), debug.json's "val"
         self._handles: list = []
         self._current: dict | None = None
 
@@ -72,21 +67,49 @@ class LayerProbes(pl.Callback):
         path = out / "debug.json"
         if path.exists() and trainer.global_step > 0:
             try:
-                old = json.loads(path.read_text()).get("steps", [])
-                self.steps = [s for s in old if s["global_step"] < trainer.global_step]
-            except (OSError, ValueError, KeyError, TypeError):
+                old = json.loads(path.read_text())
+                self.steps = [s for s in old.get("steps", []) if s["global_step"] < trainer.global_step]
+                # a validation run at the checkpoint's step came before it (checkpoints are saved at the epoch end)
+                self.val = [v for v in old.get("val", []) if v["global_step"] <= trainer.global_step]
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
                 log.warning("%s is unreadable; the probes start a new one", path)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
-        if not self.watches(batch_idx, trainer.global_step):
+        if self.watches(batch_idx, trainer.global_step):
+            self._attach(trainer, pl_module, batch, batch_idx, "train")
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+        """The first batch of each validation run of fit (not the sanity check): the layers in eval mode."""
+        if self.enabled and batch_idx == 0 and dataloader_idx == 0 and not trainer.sanity_checking:
+            self._attach(trainer, pl_module, batch, batch_idx, "val")
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if self._current is None or self._current["split"] != "val":
             return
+        self._detach()
+        current, self._current = self._current, None
+        with torch.no_grad():  # the shared validation_step returns nothing: the loss of this batch from its logits
+            labels, logits = current["labels"], current["logits"]
+            loss = None if labels is None or logits is None else nn.functional.cross_entropy(logits.float(), labels)
+        record = self._record(current, loss, pl_module)
+        record["diagnoses"] = report.diagnose({**record, "params": []}, self.thresholds)
+        key = (record["epoch"], record["global_step"])  # a validation run again after a resume replaces its record
+        self.val = [v for v in self.val if (v["epoch"], v["global_step"]) != key] + [record]
+        self._report(trainer, record, current, "debug/val/")
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        """A validation run cut short before its first batch ended leaves no hook behind for test."""
+        if self._current is not None and self._current["split"] == "val":
+            self._detach()
+            self._current = None
+
+    def _attach(self, trainer, pl_module, batch, batch_idx: int, split: str) -> None:
         net = _net(pl_module)
         labels = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-        self._current = {"epoch": trainer.current_epoch + 1, "global_step": trainer.global_step, "batch": batch_idx,
+        self._current = {"split": split, "epoch": trainer.current_epoch + 1, "global_step": trainer.global_step, "batch": batch_idx,
                          "labels": labels.detach() if torch.is_tensor(labels) else None, "layers": {}, "logits": None}
-        for name, module in net.named_modules():
-            if name and not any(True for _ in module.children()):
-                self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+        for name, module in leaf_layers(net):
+            self._handles.append(module.register_forward_hook(self._layer_hook(name)))
         self._handles.append(net.register_forward_hook(self._logits_hook))
 
     def on_after_backward(self, trainer, pl_module):
@@ -102,25 +125,29 @@ class LayerProbes(pl.Callback):
             self._current["grad_samples"] = {n: _sample(p.grad, self.histogram_values) for n, p in params if p.grad is not None}
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if self._current is None:
+        if self._current is None or self._current["split"] != "train":
             return
         self._detach()
         current, self._current = self._current, None
         params = list(_net(pl_module).named_parameters())
         ratios = update_ratios(current.pop("weights_before", {}), params)
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        record = self._record(current, params, ratios, loss, pl_module)
+        record = self._record(current, loss, pl_module)
+        record["params"] = self._param_rows(current, params, ratios)
         record["diagnoses"] = report.diagnose(record, self.thresholds)
         self.steps.append(record)
+        self._report(trainer, record, current, "debug/")
+
+    def _report(self, trainer, record: dict, current: dict, prefix: str) -> None:
         if trainer.is_global_zero:
             if self.table:
                 log.info("%s", report.table(record))
             elif record["diagnoses"]:
-                log.info("debug probe, step %d: %s", record["global_step"], "; ".join(record["diagnoses"]))
-            self._tensorboard(trainer, record, current)
+                log.info("debug probe, %s step %d: %s", current["split"], record["global_step"], "; ".join(record["diagnoses"]))
+            self._tensorboard(trainer, record, current, prefix)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        if not trainer.is_global_zero or not self.steps:
+        if not trainer.is_global_zero or not (self.steps or self.val):
             return
         out = self._out(trainer)
         self.write_json(out / "debug.json")
@@ -129,7 +156,8 @@ class LayerProbes(pl.Callback):
 
     def on_exception(self, trainer, pl_module, exception):
         self._detach()
-        if trainer.is_global_zero and self.steps:
+        self._current = None
+        if trainer.is_global_zero and (self.steps or self.val):
             self.write_json(self._out(trainer) / "debug.json")
 
     # ------------------------------------------------------------------ hooks on the network
@@ -137,14 +165,9 @@ class LayerProbes(pl.Callback):
         def hook(module: nn.Module, inputs, output):
             if not torch.is_tensor(output) or not output.is_floating_point() or self._current is None:
                 return
-            with torch.no_grad():
-                entry = {"type": type(module).__name__, "shape": list(output.shape), "stats": activation_stats(output)}
-                if isinstance(module, DEAD_KINDS):
-                    entry["dead"], entry["units"] = dead_units(output)
-                elif (bounds := bounds_of(module)) is not None:
-                    entry["saturated"] = saturated_fraction(output, *bounds)
-                if self.histograms:
-                    entry["sample"] = _sample(output, self.histogram_values)
+            entry = layer_entry(module, output)
+            if self.histograms:
+                entry["sample"] = _sample(output, self.histogram_values)
             if output.requires_grad:
                 output.register_hook(lambda g: entry.__setitem__("out_grad_norm", torch.linalg.vector_norm(g.detach())))
             self._current["layers"][name] = entry
@@ -160,7 +183,8 @@ class LayerProbes(pl.Callback):
         self._handles.clear()
 
     # ------------------------------------------------------------------ records
-    def _record(self, current: dict, params, ratios: dict, loss, pl_module) -> dict:
+    def _record(self, current: dict, loss, pl_module) -> dict:
+        """The batch and its layers; a training record adds ``params``, a validation one ``split: val``."""
         num_classes = getattr(pl_module, "num_classes", None)
         labels, logits = current["labels"], current["logits"]
 
@@ -169,14 +193,18 @@ class LayerProbes(pl.Callback):
 
         layers = []
         for name, e in current["layers"].items():
-            lo, hi, mean, std = e["stats"].tolist()
-            row = {"name": name, "type": e["type"], "shape": e["shape"], "min": lo, "max": hi, "mean": mean, "std": std}
-            if "dead" in e:
-                row.update(dead=int(e["dead"]), units=e["units"], dead_fraction=int(e["dead"]) / e["units"])
-            if "saturated" in e:
-                row["saturated"] = float(e["saturated"])
+            row = layer_row(name, e)
             row["out_grad_norm"] = float(e["out_grad_norm"]) if "out_grad_norm" in e else None
             layers.append(row)
+        loss_value = float(loss.detach()) if torch.is_tensor(loss) else (float(loss) if loss is not None else math.nan)
+        record = {"split": "val"} if current["split"] == "val" else {}
+        record.update({"epoch": current["epoch"], "global_step": current["global_step"], "batch": current["batch"],
+                       "loss": loss_value, "labels": counts(labels),
+                       "predicted": counts(None if logits is None else logits.argmax(dim=1)), "layers": layers})
+        return record
+
+    @staticmethod
+    def _param_rows(current: dict, params, ratios: dict) -> list[dict]:
         norms = current.get("grad_norms", {})
         rows = []
         for name, p in params:
@@ -184,13 +212,9 @@ class LayerProbes(pl.Callback):
             rows.append({"name": name, "shape": list(p.shape), "weight_norm": float(torch.linalg.vector_norm(p.detach())),
                          "grad_norm": None if g is None else float(g),
                          "update_ratio": float(ratios[name]) if name in ratios else None})
-        loss_value = float(loss.detach()) if torch.is_tensor(loss) else (float(loss) if loss is not None else math.nan)
-        return {"epoch": current["epoch"], "global_step": current["global_step"], "batch": current["batch"],
-                "loss": loss_value, "labels": counts(labels),
-                "predicted": counts(None if logits is None else logits.argmax(dim=1)),
-                "layers": layers, "params": rows}
+        return rows
 
-    def _tensorboard(self, trainer, record: dict, current: dict) -> None:
+    def _tensorboard(self, trainer, record: dict, current: dict, prefix: str = "debug/") -> None:
         from pytorch_lightning.loggers import TensorBoardLogger
 
         tb = next((lg.experiment for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
@@ -198,32 +222,34 @@ class LayerProbes(pl.Callback):
             return
         step = record["global_step"]
         if math.isfinite(record["loss"]):
-            tb.add_scalar("debug/loss", record["loss"], step)
+            tb.add_scalar(f"{prefix}loss", record["loss"], step)
         for row in record["layers"]:
-            tb.add_scalar(f"debug/act_std/{row['name']}", row["std"], step)
+            tb.add_scalar(f"{prefix}act_std/{row['name']}", row["std"], step)
             if "dead_fraction" in row:
-                tb.add_scalar(f"debug/dead_fraction/{row['name']}", row["dead_fraction"], step)
+                tb.add_scalar(f"{prefix}dead_fraction/{row['name']}", row["dead_fraction"], step)
+                tb.add_scalar(f"{prefix}dead_element_fraction/{row['name']}", row["dead_element_fraction"], step)
             if row["out_grad_norm"] is not None:
-                tb.add_scalar(f"debug/out_grad_norm/{row['name']}", row["out_grad_norm"], step)
-        for row in record["params"]:
+                tb.add_scalar(f"{prefix}out_grad_norm/{row['name']}", row["out_grad_norm"], step)
+        for row in record.get("params", []):
             if row["grad_norm"] is not None:
-                tb.add_scalar(f"debug/grad_norm/{row['name']}", row["grad_norm"], step)
+                tb.add_scalar(f"{prefix}grad_norm/{row['name']}", row["grad_norm"], step)
             if row["update_ratio"] is not None:
-                tb.add_scalar(f"debug/update_ratio/{row['name']}", row["update_ratio"], step)
+                tb.add_scalar(f"{prefix}update_ratio/{row['name']}", row["update_ratio"], step)
         if self.histograms:
             for name, e in current["layers"].items():
                 if "sample" in e and torch.isfinite(e["sample"]).all():
-                    tb.add_histogram(f"debug/activations/{name}", e["sample"], step)
+                    tb.add_histogram(f"{prefix}activations/{name}", e["sample"], step)
             for name, g in current.get("grad_samples", {}).items():
                 if torch.isfinite(g).all():
-                    tb.add_histogram(f"debug/grads/{name}", g, step)
+                    tb.add_histogram(f"{prefix}grads/{name}", g, step)
 
     def write_json(self, path: Path) -> None:
-        """Every number of every watched step; written to a temporary file, then renamed over."""
+        """Every number of every watched step and validation batch; written to a temporary file,
+        then renamed over."""
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps({"thresholds": self.thresholds, "every_n_steps": self.every_n_steps,
-                                   "steps": self.steps}, allow_nan=True))
+                                   "steps": self.steps, "val": self.val}, allow_nan=True))
         os.replace(tmp, path)
 
     @staticmethod

@@ -38,21 +38,27 @@ def _num(v, fmt: str = ".3g") -> str:
 
 
 def table(record: dict) -> str:
-    """The readable per-step report: batch, then layers, then parameters, then diagnoses."""
-    lines = [f"debug probe: epoch {record['epoch']}, step {record['global_step']} (batch {record['batch']}), loss {record['loss']:.4f}"]
+    """The readable per-step report: batch, then layers, then parameters (training steps only:
+    validation has no gradients), then diagnoses. ``dead`` counts units (channels), ``dead elem``
+    counts elements (the original's "12345/1605632")."""
+    split = " (validation)" if record.get("split") == "val" else ""
+    lines = [f"debug probe{split}: epoch {record['epoch']}, step {record['global_step']} (batch {record['batch']}), loss {record['loss']:.4f}"]
     if record["labels"] is not None:
         lines.append("  labels   : " + " ".join(f"{c}:{n}" for c, n in enumerate(record["labels"])))
     if record["predicted"] is not None:
         lines.append("  predicted: " + " ".join(f"{c}:{n}" for c, n in enumerate(record["predicted"])))
-    w = max([len(r["name"]) for r in record["layers"] + record["params"]] + [5])
-    lines.append(f"  {'layer':<{w}} {'type':<11} {'output':<16} {'min':>9} {'max':>9} {'mean':>9} {'std':>9} {'dead':>11} {'grad(out)':>9}")
+    params = record.get("params") or []
+    w = max([len(r["name"]) for r in record["layers"] + params] + [5])
+    lines.append(f"  {'layer':<{w}} {'type':<11} {'output':<16} {'min':>9} {'max':>9} {'mean':>9} {'std':>9} {'dead':>11} {'dead elem':>15} {'grad(out)':>9}")
     for r in record["layers"]:
         dead = f"{r['dead']}/{r['units']}" if "dead" in r else (f"sat {r['saturated']:.0%}" if "saturated" in r else "-")
+        elements = f"{r['dead_elements']}/{r['elements']}" if "dead_elements" in r else "-"
         shape = "x".join(map(str, r["shape"]))
         lines.append(f"  {r['name']:<{w}} {r['type'][:11]:<11} {shape:<16} {_num(r['min']):>9} {_num(r['max']):>9} "
-                     f"{_num(r['mean']):>9} {_num(r['std']):>9} {dead:>11} {_num(r['out_grad_norm'], '.2e'):>9}")
-    lines.append(f"  {'parameter':<{w}} {'shape':<16} {'norm':>9} {'grad norm':>9} {'update/w':>9}")
-    for p in record["params"]:
+                     f"{_num(r['mean']):>9} {_num(r['std']):>9} {dead:>11} {elements:>15} {_num(r.get('out_grad_norm'), '.2e'):>9}")
+    if params:
+        lines.append(f"  {'parameter':<{w}} {'shape':<16} {'norm':>9} {'grad norm':>9} {'update/w':>9}")
+    for p in params:
         shape = "x".join(map(str, p["shape"]))
         lines.append(f"  {p['name']:<{w}} {shape:<16} {_num(p['weight_norm']):>9} {_num(p['grad_norm'], '.2e'):>9} {_num(p['update_ratio'], '.2e'):>9}")
     lines += [f"  ! {d}" for d in record["diagnoses"]] or ["  no problem found"]

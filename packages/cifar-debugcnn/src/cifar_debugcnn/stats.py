@@ -19,10 +19,23 @@ def activation_stats(x: torch.Tensor) -> torch.Tensor:
 def dead_units(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """(count, units): units are the features of an (N, F) output, the channels of an (N, C, ...)
     one; a unit is dead when it is zero for every sample (and every position) of the batch."""
-    alive = x.detach().ne(0).any(dim=0)
+    alive = _alive(x)
     if alive.ndim > 1:
         alive = alive.flatten(1).any(dim=1)
     return (~alive).sum(), alive.numel()
+
+
+def dead_elements(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(count, elements): every value of one sample's output is an element (C*H*W of an (N, C, H, W)
+    output, F of an (N, F) one), dead when zero for every sample of the batch. The original
+    project's "12345/1605632": it also sees a channel that fires in some places only."""
+    alive = _alive(x)
+    return (~alive).sum(), alive.numel()
+
+
+def _alive(x: torch.Tensor) -> torch.Tensor:
+    """Per element of one sample's output: non-zero for at least one sample of the batch."""
+    return x.detach().ne(0).any(dim=0)
 
 
 def saturated_fraction(x: torch.Tensor, low: float, high: float) -> torch.Tensor:
@@ -59,3 +72,35 @@ def bounds_of(module: nn.Module) -> tuple[float, float] | None:
                 return float(module.min_val), float(module.max_val)
             return bounds
     return None
+
+
+def leaf_layers(net: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers the statistics are about: every named module with no children, in definition order."""
+    return [(name, m) for name, m in net.named_modules() if name and next(m.children(), None) is None]
+
+
+@torch.no_grad()
+def layer_entry(module: nn.Module, output: torch.Tensor) -> dict:
+    """A layer output's numbers, still as tensors: a probe keeps them until the step ends, so a
+    watched step waits for the GPU once, not once per layer."""
+    entry = {"type": type(module).__name__, "shape": list(output.shape), "stats": activation_stats(output)}
+    if isinstance(module, DEAD_KINDS):
+        entry["dead"], entry["units"] = dead_units(output)
+        entry["dead_elements"], entry["elements"] = dead_elements(output)
+    elif (bounds := bounds_of(module)) is not None:
+        entry["saturated"] = saturated_fraction(output, *bounds)
+    return entry
+
+
+def layer_row(name: str, entry: dict) -> dict:
+    """``layer_entry`` as plain numbers: a row of debug.json's ``layers``, and the value per layer
+    of ``DebugCNN.forward(x, debug=True)``."""
+    lo, hi, mean, std = entry["stats"].tolist()
+    row = {"name": name, "type": entry["type"], "shape": entry["shape"], "min": lo, "max": hi, "mean": mean, "std": std}
+    if "dead" in entry:
+        dead, elements = int(entry["dead"]), int(entry["dead_elements"])
+        row.update(dead=dead, units=entry["units"], dead_fraction=dead / entry["units"],
+                   dead_elements=elements, elements=entry["elements"], dead_element_fraction=elements / entry["elements"])
+    if "saturated" in entry:
+        row["saturated"] = float(entry["saturated"])
+    return row

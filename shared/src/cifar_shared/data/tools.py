@@ -70,6 +70,23 @@ def export_images(data: ImageSet, out: Path, split: str) -> Path:
     return folder
 
 
+def export_splits(splits: tuple[ImageSet, ImageSet], out: Path) -> list[str]:
+    """The training and test split as ``out/train`` and ``out/test`` PNG folders, written once: a
+    split whose labels.csv already lists as many images is kept (a rerun or resume costs nothing)."""
+    lines = []
+    for split, data in zip(("train", "test"), splits):
+        done = out / split / "labels.csv"
+        if done.is_file() and sum(1 for _ in done.open()) - 1 == len(data):
+            lines.append(f"{out / split}: {len(data)} images, already exported")
+            continue
+        try:
+            lines.append(f"{export_images(data, out, split)}: {len(data)} images exported")
+        except OSError as e:
+            raise UserError(f"cannot export the {split} images to {out / split} ({e.strerror or type(e).__name__}): "
+                            "set export_dir (processed_dir) to a writable folder") from None
+    return lines
+
+
 def export_main(argv: list[str] | None = None) -> None:
     """Export a source to PNG class folders + labels.csv (readable back with data=folder)."""
     parser = argparse.ArgumentParser(description="Export a data source as PNG files in class folders plus a labels CSV.")

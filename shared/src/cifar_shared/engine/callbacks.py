@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.utilities import rank_zero_only
 
+from cifar_shared.engine.module import epoch_end_lr
+
 log = logging.getLogger("cifar_shared.run")
 
 
@@ -33,7 +35,9 @@ class RunRecorder(pl.Callback):
         self._epoch_start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer, pl_module):
-        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/")) or k == "lr"}
+        metrics = {k: _number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        if trainer.optimizers:  # read here: the module logs it after this hook (Lightning calls callbacks first)
+            metrics["lr"] = epoch_end_lr(trainer)
         row = {"epoch": trainer.current_epoch + 1, "time_s": round(time.perf_counter() - self._epoch_start, 3), **dict(sorted(metrics.items()))}
         self.history = [r for r in self.history if r["epoch"] != row["epoch"]] + [row]  # an epoch rerun after a kill replaces its row
         log.info(_epoch_line(row, trainer.max_epochs))

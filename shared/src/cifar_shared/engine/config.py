@@ -105,6 +105,8 @@ _RULES = [
     ("trainer.enable_progress_bar", "bool", lambda v: True, "true or false"),
     ("callbacks.checkpoint.every_n_minutes", "number?", lambda v: v >= 0,
      "null or a number of minutes >= 0 between mid-epoch checkpoints (null or 0: epoch ends only)", 10),
+    ("callbacks.checkpoint.keep_every_epoch", "bool", lambda v: True, "true or false"),
+    ("test_after_fit", "bool", lambda v: True, "true or false"),
     ("callbacks.checkpoint.save_top_k", "int", lambda v: v >= -1, "an integer >= 0 (best checkpoints kept; -1: all)"),
     ("callbacks.refresh_rate", "int", lambda v: v >= 1, "an integer >= 1"),
     ("lr", "number", lambda v: v > 0, "a number > 0"),

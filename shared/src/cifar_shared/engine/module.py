@@ -104,7 +104,10 @@ class ClassificationModule(pl.LightningModule):
 
     def on_train_epoch_start(self):
         self._logged_this_epoch.discard("train")
-        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"], on_step=False, on_epoch=True)
+
+    def on_train_epoch_end(self):
+        # the rate the epoch ended with (after a warm-up epoch: the warmed-up rate), as the epoch line shows it
+        self.log("lr", epoch_end_lr(self.trainer), on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(params=self.parameters())
@@ -113,3 +116,8 @@ class ClassificationModule(pl.LightningModule):
         total = int(self.trainer.estimated_stepping_batches)
         per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
         return {"optimizer": optimizer, "lr_scheduler": self.scheduler_factory(optimizer, total_steps=total, steps_per_epoch=per_epoch)}
+
+
+def epoch_end_lr(trainer) -> float:
+    """The first parameter group's lr now: at a training epoch's end, the rate it ended with."""
+    return float(trainer.optimizers[0].param_groups[0]["lr"])

@@ -24,6 +24,7 @@ from pytorch_lightning.callbacks import (
 from pytorch_lightning.utilities import rank_zero_only
 
 from cifar_shared.data.datamodule import ImageDataModule
+from cifar_shared.data.sources import load_source
 from cifar_shared.engine.atomic import AtomicCheckpointIO, atomic_write
 from cifar_shared.engine.callbacks import RunRecorder
 from cifar_shared.engine.config import check_config
@@ -62,6 +63,11 @@ def _train_in(cfg: DictConfig, out: Path, stale_lock: str = "") -> dict:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
 
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed, gpu_flag(cfg, "channels_last"))
+    if cfg.get("export_dir") and rank_zero_only.rank == 0:
+        from cifar_shared.data.tools import export_splits
+
+        for line in export_splits(load_source(cfg.data), Path(cfg.export_dir)):
+            log.info("%s", line)
     module = build_module(cfg, dm.num_classes)
     net = module.net
     stats = model_stats(net, dm.image_shape)
@@ -116,6 +122,9 @@ def _train_in(cfg: DictConfig, out: Path, stale_lock: str = "") -> dict:
         if guard.signum is not None:  # arrived in the last epoch's validation: last.ckpt holds the end of training
             guard.exit_interrupted(trainer.current_epoch, trainer.num_training_batches)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not cfg.get("test_after_fit", True):
+            log.info("test_after_fit=false: not testing; `cifar-eval %s` tests the best checkpoint later", out)
+            return {}
         # the recorder merges restored state, so testing the best checkpoint keeps every epoch's row
         results = trainer.test(module, datamodule=dm, ckpt_path=best or None, verbose=False, weights_only=True)[0]
     finally:
@@ -241,6 +250,10 @@ def build_trainer(cfg: DictConfig, recorder: RunRecorder, guard: RunGuard | None
         save_on_train_epoch_end=True,
         enable_version_counter=False,  # last.ckpt is always the file a rerun resumes from, never last-v1.ckpt
     ))
+    if ckpt.get("keep_every_epoch"):  # the original basiccnn's checkpoint_epoch_N files, numbered like the log's epochs
+        callbacks.append(EpochCheckpoint(dirpath=cfg.checkpoint_dir, filename="checkpoint_epoch_{epoch}", auto_insert_metric_name=False,
+                                         monitor=None, save_top_k=-1, every_n_epochs=1, save_on_train_epoch_end=True,
+                                         enable_version_counter=False))
     if ccfg.get("early_stopping"):
         callbacks.append(EarlyStopping(**OmegaConf.to_container(ccfg.early_stopping)))
     for extra in (ccfg.get("extra") or {}).values():  # a package's own callbacks (name -> {_target_: ...})

@@ -19,8 +19,10 @@ def load_metrics(run_dir: Path) -> dict:
         raise UserError(f"{path} is not valid JSON ({e.msg}): the run folder is damaged") from None
 
 
-def plot_run(run_dir: str | Path) -> list[Path]:
-    """Write loss/accuracy/F1/LR curves and the confusion matrix as PNGs; return their paths."""
+def plot_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> list[Path]:
+    """Write loss/accuracy/F1/LR curves and the test confusion matrix as PNGs into ``RUN/plots/``;
+    return their paths. With ``checkpoint``, the curves are the history that checkpoint holds (the
+    epochs up to it); the confusion matrix is drawn when it is the checkpoint the run tested."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -28,9 +30,17 @@ def plot_run(run_dir: str | Path) -> list[Path]:
 
     run_dir = Path(run_dir)
     metrics = load_metrics(run_dir)
-    history = metrics.get("history", [])
+    if checkpoint is None:
+        history, source = metrics.get("history", []), f"{run_dir}/metrics.json"
+    else:
+        history, source = checkpoint_history(Path(checkpoint)), str(checkpoint)
     if not history:
-        raise UserError(f"{run_dir}/metrics.json has no finished epoch yet: train at least one epoch first")
+        raise UserError(f"{source} has no finished epoch yet: train at least one epoch first")
+    out = run_dir / "plots"
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out} ({e.strerror or type(e).__name__}): the run folder must be writable") from None
     epochs = [row["epoch"] for row in history]
     written = []
     for name, keys, ylabel in (
@@ -49,14 +59,34 @@ def plot_run(run_dir: str | Path) -> list[Path]:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
         ax.legend()
-        path = run_dir / f"{name}.png"
+        path = out / f"{name}.png"
         fig.savefig(path, dpi=120, bbox_inches="tight")
         plt.close(fig)
         written.append(path)
-    cm = (metrics.get("test") or {}).get("confusion_matrix")
-    if cm:
-        written.append(_plot_confusion(plt, cm, metrics.get("classes") or [str(i) for i in range(len(cm))], run_dir / "confusion_matrix.png"))
+    test = metrics.get("test") or {}
+    cm = test.get("confusion_matrix")
+    if cm and (checkpoint is None or test.get("checkpoint") == Path(checkpoint).name):
+        written.append(_plot_confusion(plt, cm, metrics.get("classes") or [str(i) for i in range(len(cm))], out / "confusion_matrix.png"))
     return written
+
+
+def checkpoint_history(path: Path) -> list[dict]:
+    """The per-epoch rows a checkpoint saved (the run recorder's state), read as plain data."""
+    from cifar_shared.runs.folder import load_checkpoint
+
+    fix = "pass a .ckpt a training run saved"
+    for key, state in (load_checkpoint(path, fix).get("callbacks") or {}).items():
+        if str(key) == "RunRecorder" and isinstance(state, dict):
+            return list(state.get("history") or [])
+    raise UserError(f"{path} holds no training history (not saved by a run of this toolkit): {fix}")
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder a checkpoint belongs to: the nearest folder above it with a metrics.json."""
+    for folder in checkpoint.resolve().parents:
+        if (folder / "metrics.json").is_file():
+            return folder
+    raise UserError(f"{checkpoint} is not inside a run folder (no metrics.json above it): pass RUN_DIR too")
 
 
 def _plot_confusion(plt, cm: list[list[float]], classes: list[str], path: Path) -> Path:
@@ -81,14 +111,21 @@ def _plot_confusion(plt, cm: list[list[float]], classes: list[str], path: Path) 
 
 
 def visualize_main(argv: list[str] | None = None) -> None:
-    """``*-visualize RUN_DIR``: write the figures next to the run's metrics.json."""
+    """``*-visualize RUN_DIR`` or ``*-visualize --checkpoint-file PATH``: figures into ``RUN/plots/``."""
     import argparse
 
-    parser = argparse.ArgumentParser(description="Plot learning curves and the confusion matrix of a run folder.")
-    parser.add_argument("run_dir", help="a training run's output_dir")
+    parser = argparse.ArgumentParser(description="Plot learning curves and the test confusion matrix of a run into RUN/plots/.")
+    parser.add_argument("run_dir", nargs="?", help="a training run's output_dir")
+    parser.add_argument("--checkpoint-file", help="a checkpoint of the run: the curves up to its epoch (the original project's form)")
     args = parser.parse_args(argv)
+    if args.run_dir is None and args.checkpoint_file is None:
+        parser.error("give RUN_DIR or --checkpoint-file PATH")
     try:
-        for path in plot_run(args.run_dir):
+        checkpoint = Path(args.checkpoint_file) if args.checkpoint_file else None
+        if checkpoint is not None and not checkpoint.is_file():
+            raise UserError(f"--checkpoint-file {checkpoint} does not exist: pass a .ckpt from RUN/checkpoints/")
+        run_dir = Path(args.run_dir) if args.run_dir else run_folder_of(checkpoint)
+        for path in plot_run(run_dir, checkpoint):
             print(path)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

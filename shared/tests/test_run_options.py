@@ -1,0 +1,50 @@
+"""Run options the original projects had: the epoch line's lr, no test after fit, the PNG export."""
+
+import json
+
+import pytest
+
+from cifar_shared.engine.train import close_run_logs, train
+from cifar_shared.testing.fault_suite import tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _close_logs():
+    yield
+    close_run_logs()
+
+
+def test_the_epoch_line_shows_the_rate_the_epoch_ended_with(tmp_path):
+    """A one-epoch warm-up from 1 % of lr=3e-4: the epoch ends at about 3e-4, not its start's 3e-6."""
+    _, cfg = tiny_config(tmp_path, "epochs=2", "lr=3e-4", "scheduler=cosine", "scheduler.warmup_epochs=1", "test_after_fit=false")
+    train(cfg)
+    rows = json.loads((tmp_path / "metrics.json").read_text())["history"]
+    assert rows[0]["lr"] == pytest.approx(3e-4, rel=0.01)  # warmed up; the cosine has not started yet
+    assert rows[1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine to min_lr=0 at the last step
+    assert "| lr 0.0003\n" in (tmp_path / "train.log").read_text()
+
+
+def test_test_after_fit_false_trains_and_stops_before_testing(tmp_path):
+    _, cfg = tiny_config(tmp_path, "epochs=1", "test_after_fit=false")
+    assert train(cfg) == {}
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert [r["epoch"] for r in metrics["history"]] == [1] and "test" not in metrics
+    assert "test_after_fit=false: not testing" in (tmp_path / "train.log").read_text()
+
+
+def test_export_dir_gets_the_splits_as_png_folders_once(tmp_path):
+    """The original basiccnn's processed_dir: class folders of PNGs + labels.csv, readable with data=folder."""
+    from cifar_shared.data.sources import load_image_folder, load_source
+
+    _, cfg = tiny_config(tmp_path / "run", "epochs=1", "test_after_fit=false", f"export_dir={tmp_path / 'png'}")
+    train(cfg)
+    train_set, test_set = load_source(cfg.data)
+    for split, data in (("train", train_set), ("test", test_set)):
+        rows = (tmp_path / "png" / split / "labels.csv").read_text().splitlines()
+        assert len(rows) == 1 + len(data)
+        back = load_image_folder(tmp_path / "png" / split, data.images.shape[-1], None)
+        assert sorted(back.labels.tolist()) == sorted(data.labels.tolist())
+    assert "images exported" in (tmp_path / "run" / "train.log").read_text()
+    _, again = tiny_config(tmp_path / "run", "epochs=2", "test_after_fit=false", f"export_dir={tmp_path / 'png'}")
+    train(again)  # the resumed run leaves the export as it is
+    assert "already exported" in (tmp_path / "run" / "train.log").read_text()
