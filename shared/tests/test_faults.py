@@ -92,3 +92,4 @@ def test_one_ctrl_c_delivered_twice_still_saves(tmp_path):
     saved = torch.load(last, map_location="cpu", weights_only=True)["global_step"]
     assert saved == (epoch - 1) * n + step
     assert not (tmp_path / "run" / ".run.lock").exists()  # an interrupted run releases its folder
+    assert "weights_only" not in (tmp_path / "run" / "train.log").read_text()  # no library note on mid-epoch saves

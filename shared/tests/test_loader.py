@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.multiprocessing as mp
 
@@ -63,6 +64,7 @@ def _set(loader, epoch):
     return loader
 
 
+@pytest.mark.slow  # two processes with a gloo group
 def test_two_gloo_processes_see_disjoint_shards():
     import socket
 

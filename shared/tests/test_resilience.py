@@ -203,6 +203,7 @@ def test_a_bug_inside_torch_save_is_not_called_a_full_disk(tmp_path, monkeypatch
     assert os.listdir(tmp_path) == []
 
 
+@pytest.mark.slow  # a subprocess that imports the training stack
 def test_sigkill_inside_a_checkpoint_write_leaves_the_previous_file(tmp_path):
     code = (
         "import sys, torch; from cifar_shared.testing.faults import FaultyCheckpointIO as IO; "

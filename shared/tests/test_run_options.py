@@ -48,3 +48,28 @@ def test_export_dir_gets_the_splits_as_png_folders_once(tmp_path):
     _, again = tiny_config(tmp_path / "run", "epochs=2", "test_after_fit=false", f"export_dir={tmp_path / 'png'}")
     train(again)  # the resumed run leaves the export as it is
     assert "already exported" in (tmp_path / "run" / "train.log").read_text()
+
+
+def test_a_resumed_csv_log_reads_as_an_unbroken_runs(tmp_path):
+    """Lightning's CSVLogger deletes metrics.csv when a run resumes; ours keeps the rows up to the
+    checkpoint and drops those a killed run logged after it (here: epoch 2, replayed from epoch 1's
+    checkpoint), so the file equals the unbroken run's."""
+    import csv
+    import shutil
+    import warnings
+
+    def rows(out):
+        with open(out / "csv" / "metrics.csv", newline="") as f:
+            return list(csv.DictReader(f))
+
+    _, cfg = tiny_config(tmp_path / "run", "epochs=2", "logger=csv", "test_after_fit=false",
+                         "callbacks.checkpoint.keep_every_epoch=true", "callbacks.checkpoint.every_n_minutes=null")
+    train(cfg)
+    unbroken = rows(tmp_path / "run")
+    assert {r["epoch"] for r in unbroken} == {"0", "1"}
+    ckpts = tmp_path / "run" / "checkpoints"
+    shutil.copy(ckpts / "checkpoint_epoch_1.ckpt", ckpts / "last.ckpt")  # as if killed before epoch 2's save
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Lightning's "will be deleted" warning would fail here
+        train(cfg)
+    assert rows(tmp_path / "run") == unbroken

@@ -216,7 +216,7 @@ class RunGuard(pl.Callback):
             self.check_finite(trainer)
             self._mid_epoch = True
             try:
-                trainer.save_checkpoint(self.last)
+                trainer.save_checkpoint(self.last, weights_only=False)  # the whole state: a resume needs it (and Lightning logs a note when unset)
             finally:
                 self._mid_epoch = False
             self._last_save = time.monotonic()

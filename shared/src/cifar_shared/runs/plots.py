@@ -66,7 +66,9 @@ def plot_run(run_dir: str | Path, checkpoint: str | Path | None = None) -> list[
     test = metrics.get("test") or {}
     cm = test.get("confusion_matrix")
     if cm and (checkpoint is None or test.get("checkpoint") == Path(checkpoint).name):
-        written.append(_plot_confusion(plt, cm, metrics.get("classes") or [str(i) for i in range(len(cm))], out / "confusion_matrix.png"))
+        path = out / "confusion_matrix.png"
+        confusion_figure(cm, metrics.get("classes") or [str(i) for i in range(len(cm))]).savefig(path, dpi=120, bbox_inches="tight")
+        written.append(path)
     return written
 
 
@@ -89,14 +91,20 @@ def run_folder_of(checkpoint: Path) -> Path:
     raise UserError(f"{checkpoint} is not inside a run folder (no metrics.json above it): pass RUN_DIR too")
 
 
-def _plot_confusion(plt, cm: list[list[float]], classes: list[str], path: Path) -> Path:
+def confusion_figure(matrix: list[list[float]], classes: list[str]):
+    """The confusion matrix (counts, rows = true class) as a matplotlib ``Figure``: colour is the
+    row fraction, each cell its count (up to 20 classes, with the class names). A plain Figure,
+    no pyplot: drawing it leaves the process's matplotlib backend and figure list alone (the
+    TensorBoard logger draws the same figure inside a user's run)."""
     import numpy as np
+    from matplotlib.figure import Figure
 
-    counts = np.asarray(cm, dtype=float)
+    counts = np.asarray(matrix, dtype=float)
     rates = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
     n = len(classes)
     size = max(5, min(20, 0.5 * n))
-    fig, ax = plt.subplots(figsize=(size, size))
+    fig = Figure(figsize=(size, size), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
     ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     if n <= 20:
         ax.set_xticks(range(n), classes, rotation=45, ha="right")
@@ -105,9 +113,7 @@ def _plot_confusion(plt, cm: list[list[float]], classes: list[str], path: Path) 
             for j in range(n):
                 ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color="white" if rates[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title="test confusion matrix (colour: row fraction)")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def visualize_main(argv: list[str] | None = None) -> None:

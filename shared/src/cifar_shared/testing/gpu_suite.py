@@ -4,7 +4,7 @@ A package's ``tests/test_gpu.py`` imports them in one line::
 
     from cifar_shared.testing.gpu_suite import *  # noqa: F403
 
-They run the package's real config (its ``small_config`` fixture, else a generic shrink) with
+They run the package's real config, shrunk by its ``small_config`` fixture, with
 ``trainer.accelerator=gpu`` through the same ``train()`` the CLI calls: the GPU path that CPU
 tests cannot reach (bf16 autocast, channels_last, torch.compile, the batch loader on the device,
 DDP's process group). Marked ``gpu``; CI has no GPU and skips them.
@@ -41,13 +41,13 @@ def pytest_generate_tests(metafunc):
 
 
 def gpu_config(request, package: str, out: Path, *overrides: str):
-    """The package's small config, or the generic one, on the GPU."""
+    """The package's small config on the GPU. Never the package's default: that may be a model
+    from the hub (qvit's ViT-Large), too big for a test and not downloadable on CI."""
     try:
-        return request.getfixturevalue("small_config")(out, *GENERIC, *GPU_RUN, *overrides)
+        small_config = request.getfixturevalue("small_config")
     except pytest.FixtureLookupError:
-        from cifar_shared.engine.cli import compose_config
-
-        return compose_config(installed_packages()[package], [*GENERIC, f"output_dir={out}", *GPU_RUN, *overrides])
+        pytest.fail(f"{package}'s tests/conftest.py must define the small_config fixture the shared GPU tests run")
+    return small_config(out, *GENERIC, *GPU_RUN, *overrides)
 
 
 def _history(out: Path) -> dict:
