@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -64,13 +66,58 @@ def test_affine_with_p0_is_identity():
     assert torch.allclose(out, x, atol=1e-5)
 
 
+def _shifted(x: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
+    """``x`` moved down by ``dy`` and right by ``dx`` pixels, zeros shifted in; a fractional shift
+    is the linear blend of the two whole-pixel shifts around it (bilinear sampling), by slicing."""
+
+    def whole(img, k, dim):  # shift by an integer k along dim, zeros in
+        out = torch.zeros_like(img)
+        n = img.shape[dim]
+        if abs(k) < n:
+            out.narrow(dim, max(k, 0), n - abs(k)).copy_(img.narrow(dim, max(-k, 0), n - abs(k)))
+        return out
+
+    def along(img, s, dim):
+        k = math.floor(s)
+        f = s - k
+        return (1 - f) * whole(img, k, dim) + f * whole(img, k + 1, dim)
+
+    return along(along(x, dy, -2), dx, -1)
+
+
 def test_affine_matches_a_pure_shift():
-    """translate only, p=1: the content moves by the sampled amount with zeros shifted in."""
-    x = torch.zeros(1, 1, 32, 32)
-    x[0, 0, 10:20, 10:20] = 1
-    out = random_affine(x, AffinePolicy(translate=0.25, scale=0.0, degrees=0.0, p=1.0), gen(3))
-    assert torch.isclose(out.sum(), x.sum(), atol=1.0)  # a shift (subpixel) keeps the mass
-    assert not torch.allclose(out, x)
+    """translate only, p=1: every image is its own content moved by the sampled amount (within
+    ±translate of the size) with zeros shifted in, pixel for pixel as the slicing reference; the
+    shift is read off each output's centre of mass, which a shift that loses no content moves
+    exactly by the shift."""
+    n, size, translate = 64, 32, 0.125
+    x = torch.zeros(n, 1, size, size)
+    x[:, :, 8:24, 8:24] = torch.rand(n, 1, 16, 16, generator=gen(1)) + 0.5  # a border of 8 > the largest shift (4 px)
+    out = random_affine(x, AffinePolicy(translate=translate, scale=0.0, degrees=0.0, p=1.0), gen(3))
+    coords = torch.arange(size, dtype=torch.float64)
+
+    def centre(img):
+        mass = img.double().sum()
+        return float((img.double().sum(-1) * coords).sum() / mass), float((img.double().sum(-2) * coords).sum() / mass)
+
+    shifts = []
+    for i in range(n):
+        (y0, x0), (y1, x1) = centre(x[i, 0]), centre(out[i, 0])
+        dy, dx = y1 - y0, x1 - x0
+        assert torch.allclose(out[i], _shifted(x[i], dy, dx), atol=1e-4), f"image {i}: not a pure shift by ({dy:.3f}, {dx:.3f})"
+        shifts += [dy, dx]
+    shifts = torch.tensor(shifts)
+    limit = translate * size
+    assert shifts.abs().max() <= limit + 1e-3  # within the policy's range
+    assert shifts.abs().max() > 0.75 * limit and shifts.std() > 0.4 * limit  # and spread over it, per image and axis
+
+
+def test_shift_reference_is_torch_roll_for_whole_pixels():
+    """The reference above, for whole pixels and content away from the border, is torch.roll."""
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., 4:12, 4:12] = torch.rand(8, 8, generator=gen(2))
+    assert torch.equal(_shifted(x, 3, -2), torch.roll(x, (3, -2), (-2, -1)))
+    assert torch.allclose(_shifted(x, 0.25, 0), 0.75 * x + 0.25 * torch.roll(x, 1, -2))
 
 
 def test_affine_rotation_keeps_a_centered_disc():

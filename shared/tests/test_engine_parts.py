@@ -1,3 +1,4 @@
+import json
 import math
 
 import numpy as np
@@ -72,8 +73,23 @@ def test_step_with_warmup_decays_every_step_epochs():
 
 
 def test_plateau_steps_per_epoch_on_its_monitor():
-    out = schedulers.plateau(_opt(), 10, 1, factor=0.5, patience=0)
-    assert out["interval"] == "epoch" and out["monitor"] == "val/loss"
+    """The whole Lightning scheduler dict: stepped once an epoch on ``monitor``, and the lr it gives
+    for a series of monitored values is torch's ReduceLROnPlateau's with the same settings."""
+    opt = _opt()
+    out = schedulers.plateau(opt, 10, 1, factor=0.5, patience=1)
+    assert set(out) == {"scheduler", "interval", "monitor"} and out["interval"] == "epoch" and out["monitor"] == "val/loss"
+    assert isinstance(out["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau) and out["scheduler"].optimizer is opt
+    ref_opt = _opt()
+    ref = torch.optim.lr_scheduler.ReduceLROnPlateau(ref_opt, mode="min", factor=0.5, patience=1)
+    ours, expected = [], []
+    for value in [1.0, 0.9, 0.95, 0.97, 0.8, 0.85, 0.86, 0.87, 0.88]:
+        out["scheduler"].step(value)
+        ref.step(value)
+        ours.append(opt.param_groups[0]["lr"])
+        expected.append(ref_opt.param_groups[0]["lr"])
+    assert ours == pytest.approx(expected) and ours[-1] < 0.1 / 2  # it did reduce, more than once
+    acc = schedulers.plateau(_opt(), 10, 1, monitor="val/acc", mode="max")
+    assert acc["monitor"] == "val/acc" and acc["scheduler"].mode == "max"
 
 
 def test_metrics_against_hand_computation():
@@ -213,3 +229,33 @@ def test_batch_mean_weights_each_batch_by_its_size():
         ours.update(torch.tensor(value), weight=n)
         reference.update(torch.tensor(value), weight=n)
     assert ours.compute().item() == pytest.approx(reference.compute().item()) == pytest.approx((10 + 90 + 3.5) / 47)
+
+
+def test_time_to_accuracy_records_the_first_time_each_target_is_reached(tmp_path, monkeypatch):
+    """The speedrun clock with scripted test accuracies and a fake clock: a target gets the training
+    time of the first pass at or above it and keeps it (a dip and a later pass above change
+    nothing), a target never reached stays out, and the time of the clock's own test passes is
+    not training time."""
+    from types import SimpleNamespace
+
+    from cifar_shared.engine.callbacks import RunRecorder, TimeToAccuracy
+
+    # readings: training starts at 0; each epoch end reads once before its test pass, once after
+    readings = iter([0.0, 10.0, 13.0, 20.0, 21.0, 25.0, 30.0])  # training: 10 s, then 7 s, then 4 s
+    accuracies = iter([0.6, 0.4, 0.8])
+    monkeypatch.setattr(TimeToAccuracy, "_now", staticmethod(lambda pl_module: next(readings)))
+    monkeypatch.setattr(TimeToAccuracy, "test_accuracy", lambda self, trainer, pl_module: next(accuracies))
+    clock, recorder = TimeToAccuracy([0.9, 0.5, 0.7]), RunRecorder(tmp_path / "metrics.json", [])
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(test_dataloader=lambda: []), callbacks=[recorder], current_epoch=0)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    clock.on_train_start(trainer, module)
+    for epoch in range(3):
+        trainer.current_epoch = epoch
+        clock.on_train_epoch_end(trainer, module)
+    recorded = json.loads((tmp_path / "metrics.json").read_text())["time_to_accuracy"]
+    assert recorded == {
+        "targets": {"0.50": 10.0, "0.70": 21.0},
+        "curve": [{"epoch": 1, "train_s": 10.0, "test_acc": 0.6}, {"epoch": 2, "train_s": 17.0, "test_acc": 0.4},
+                  {"epoch": 3, "train_s": 21.0, "test_acc": 0.8}],
+        "device": "cpu",
+    }

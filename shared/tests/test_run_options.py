@@ -15,13 +15,27 @@ def _close_logs():
 
 
 def test_the_epoch_line_shows_the_rate_the_epoch_ended_with(tmp_path):
-    """A one-epoch warm-up from 1 % of lr=3e-4: the epoch ends at about 3e-4, not its start's 3e-6."""
+    """A one-epoch linear warm-up from 1 % of lr=3e-4, then a cosine: each epoch's row holds the lr
+    its last step used (the issue's run showed the first step's, 3e-6), from torch's own schedulers."""
+    import torch
+
+    from cifar_shared.engine.schedulers import cosine
+    from cifar_shared.testing.fault_suite import steps_per_epoch
+
     _, cfg = tiny_config(tmp_path, "epochs=2", "lr=3e-4", "scheduler=cosine", "scheduler.warmup_epochs=1", "test_after_fit=false")
+    n = steps_per_epoch(cfg)
     train(cfg)
+    opt = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=3e-4)
+    sched = cosine(opt, total_steps=2 * n, steps_per_epoch=n, warmup_epochs=1)["scheduler"]
+    used = []
+    for _ in range(2 * n):
+        used.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
     rows = json.loads((tmp_path / "metrics.json").read_text())["history"]
-    assert rows[0]["lr"] == pytest.approx(3e-4, rel=0.01)  # warmed up; the cosine has not started yet
-    assert rows[1]["lr"] == pytest.approx(0.0, abs=1e-9)  # cosine to min_lr=0 at the last step
-    assert "| lr 0.0003\n" in (tmp_path / "train.log").read_text()
+    assert [r["lr"] for r in rows] == pytest.approx([used[n - 1], used[2 * n - 1]], rel=1e-6)
+    assert rows[0]["lr"] > 0.5 * 3e-4  # near the warmed-up rate, not the start's 3e-6
+    assert f"| lr {rows[0]['lr']:.3g}\n" in (tmp_path / "train.log").read_text()
 
 
 def test_test_after_fit_false_trains_and_stops_before_testing(tmp_path):

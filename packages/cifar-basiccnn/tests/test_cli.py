@@ -7,7 +7,6 @@ process (an error from inside the Hydra job); the runs come from the session's s
 """
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +117,6 @@ def test_print_resolved_config():
     assert result.returncode == 0 and "lr: 0.01" in result.stdout
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_entry_points_exist():
     assert (BIN / "basiccnn-train").exists() and (BIN / "basiccnn-visualize").exists()
 

@@ -1,5 +1,6 @@
 """The commands as a user runs them: debugcnn-check's table and exit codes, debugcnn-train at 224 px."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -38,12 +39,21 @@ def write_folder(root: Path, classes: list[str], per_class: int = 4) -> Path:
 
 
 def test_check_passes_on_synthetic_and_writes_nothing(tmp_path):
+    """The table: a header, then every check in order, each PASS with its detail; nothing on
+    stderr, nothing written; the 'loss moves' row shows the loss it says fell, falling."""
     result = cli(*FAST, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    rows = [line.split()[0:3] for line in result.stdout.splitlines()[1:]]
-    assert [" ".join(r[:-1]) if r[-1] == "PASS" else r for r in rows] and all("PASS" in line for line in result.stdout.splitlines()[1:])
-    assert len(result.stdout.splitlines()) == 6 and result.stderr.strip() == ""
-    assert list(tmp_path.iterdir()) == []
+    header, *rows = result.stdout.splitlines()
+    assert header.split() == ["check", "result", "detail"]
+    parsed = [re.fullmatch(r"(\S.*?)\s{2,}(PASS|FAIL|skip)\s+(\S.*)", row) for row in rows]
+    assert all(parsed), rows
+    assert [(m[1], m[2]) for m in parsed] == [(name, "PASS") for name in
+                                              ("data loads", "model builds", "one batch", "one training step", "loss moves")]
+    train, val, test = map(int, re.match(r"(\d+) train / (\d+) val / (\d+) test images, 10 classes, 3x32x32$", parsed[0][3]).groups())
+    assert (train + val, test) == (200, 50) and 0 < val < train  # FAST's sizes, split into train and val
+    before, after = map(float, re.search(r"loss on one batch ([\d.]+) -> ([\d.]+)", parsed[4][3]).groups())
+    assert after < before
+    assert result.stderr.strip() == "" and list(tmp_path.iterdir()) == []
 
 
 def run_checks_in_process(*overrides: str):

@@ -1,9 +1,11 @@
 """The original's YAML layout mapped onto Hydra overrides; what it cannot mean is one clear line."""
 
+from importlib import resources
 from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from cifar_perceiver.config_file import overrides_from_file
 from cifar_shared import UserError
@@ -30,7 +32,24 @@ def test_sample_file_maps_onto_the_composed_config():
     assert cfg.scheduler._target_.endswith("schedulers.cosine") and cfg.scheduler.warmup_epochs == t["warmup_epochs"]
     assert cfg.trainer.accelerator == original["device"] and cfg.trainer.precision == "auto"
     assert cfg.trainer.accumulate_grad_batches == t["accumulate_grad_batches"]
-    assert cfg.augment.num_ops >= 1  # the randaug policy
+    # augmentation: {type: randaug} without keys is the shared randaug option as it stands
+    # (RandAugment's 2 ops at magnitude 9, torchvision's defaults, then crop + flip, per image)
+    assert original["augmentation"] == {"type": "randaug"}
+    assert [o for o in overrides_from_file(SAMPLE) if o.startswith("augment")] == ["augment=randaug"]
+    shared = yaml.safe_load(resources.files("cifar_shared.conf").joinpath("augment", "randaug.yaml").read_text())
+    assert OmegaConf.to_container(cfg.augment) == shared
+    assert (cfg.augment.num_ops, cfg.augment.magnitude, cfg.augment.pipeline) == (2, 9, "per_sample")
+    assert (cfg.augment.crop_padding, cfg.augment.flip) == (4, True)
+
+
+def test_augmentation_keys_translate_to_the_policy_exactly(tmp_path):
+    """type picks the shared option; every other key lands as augment.<key> with its value."""
+    path = write(tmp_path, "augmentation:\n  type: randaug\n  num_ops: 3\n  magnitude: 5\n")
+    overrides = overrides_from_file(path)
+    assert overrides == ["augment=randaug", "augment.num_ops=3", "augment.magnitude=5"]
+    cfg = compose_config("cifar_perceiver.conf", overrides)
+    assert (cfg.augment.num_ops, cfg.augment.magnitude, cfg.augment.pipeline) == (3, 5, "per_sample")
+    assert overrides_from_file(write(tmp_path, {"augmentation": {"type": "standard"}})) == ["augment=crop_flip"]
 
 
 def test_every_section_and_key_lands_where_the_table_says(tmp_path):

@@ -3,9 +3,11 @@
 import os
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytestmark = pytest.mark.slow  # subprocess runs of the CLI: once, on the first Python of the nox matrix
 
@@ -25,8 +27,23 @@ def assert_one_line_error(result: subprocess.CompletedProcess, *needles: str) ->
         assert needle in lines[0]
 
 
-def test_help():
-    assert cli("--help").returncode == 0
+def test_help_lists_the_groups_options_and_model_keys():
+    """``qvit-train --help`` (the first command the docs show) names every config group the package
+    ships with its options, and every model key; ``qvit-export --help`` its argument and flags."""
+    result = cli("--help")
+    assert result.returncode == 0, result.stderr
+    conf = resources.files("cifar_qvit.conf")
+    groups = sorted(p.name for p in conf.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    assert groups == ["bits", "experiment", "loss_hook", "model"]
+    for group in groups:
+        options = sorted(p.name.removesuffix(".yaml") for p in conf.joinpath(group).iterdir() if p.name.endswith(".yaml"))
+        assert f"\n{group}: {', '.join(options)}\n" in result.stdout, group
+    model = result.stdout.split("\nmodel:\n", 1)[1]
+    for key in yaml.safe_load(conf.joinpath("model", "vit.yaml").read_text()):
+        assert f"\n  {key}:" in "\n" + model, key
+    export = cli("--help", tool="qvit-export")
+    assert export.returncode == 0 and export.stdout.startswith("usage: qvit-export")
+    assert all(flag in export.stdout for flag in ("run_dir", "--out", "--check"))
 
 
 def test_a_missing_local_folder_is_one_line_without_a_hub_hint(tmp_path):

@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cifar_qvit.distill import DGDLoss, dgd_distance, fp_teacher, similarity
 from cifar_qvit.model import QViT
-
-pytestmark = pytest.mark.slow  # ViT training runs: once, on the first Python of the nox matrix
 
 
 def _hook(state):
@@ -42,6 +41,29 @@ def test_dgd_is_zero_for_the_same_network_and_positive_otherwise():
     assert terms["dgd"].item() > 0 and terms["kd"].item() > 0
     terms["dgd"].backward()  # the distance trains the student's quantizers and IRM
     assert quantized.attention_modules()[0].qvit.irm_q.gamma.grad is not None
+
+
+@pytest.mark.parametrize("temperature", [1.0, 4.0])
+def test_kd_term_is_the_kl_of_teacher_to_student_at_the_temperature(temperature):
+    """Logit distillation as Hinton et al. define it: kd_weight x T^2 x KL(teacher || student) of the
+    softmaxes at temperature T, averaged over the batch (written out here, not through kl_div)."""
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 32, 32)
+    fp = QViT(10, pretrained=None, size="tiny", nbits_w=32, nbits_a=32).eval()
+    state = {f"hf.{k}": v.clone() for k, v in fp.hf.state_dict().items()}
+    with torch.no_grad():
+        teacher_logits = fp(x)
+    student = QViT(10, pretrained=None, size="tiny", nbits_w=32, nbits_a=32).train()  # other random weights
+    logits = student(x)
+    hook = _hook(state)
+    hook.weight, hook.kd_temperature = 0.0, temperature
+    terms = hook(_Module(student), x, None, logits)
+    log_p, log_q = (F.log_softmax(z.detach().double() / temperature, -1) for z in (teacher_logits, logits))
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean().item()
+    reverse = (log_q.exp() * (log_q - log_p)).sum(-1).mean().item()
+    assert set(terms) == {"kd"}  # weight 0: no DGD term
+    assert terms["kd"].item() == pytest.approx(0.5 * temperature**2 * kl, rel=1e-3)  # float32 against float64
+    assert abs(reverse - kl) > 1e-2 * kl  # the two directions differ by more than the tolerance: the test tells them apart
 
 
 def test_teacher_is_the_float_network_and_stays_out_of_the_state_dict():

@@ -40,12 +40,42 @@ def test_qat_starts_from_the_fp_run_and_distills(fp_run, qat_run):
     log = (out / "train.log").read_text()
     assert f"weights from {fp}" in log and "quantized 26 layers (4 blocks x 6 + patch embedding + classifier = 26)" in log
     row = json.loads((out / "metrics.json").read_text())["history"][0]
-    assert row["train/loss_dgd"] > 0 and row["train/loss_kd"] >= 0
+    assert row["train/loss_dgd"] > 0 and row["train/loss_kd"] > 0  # a 4-bit student is not its float teacher
     assert test["acc"] > 0.2
     state = torch.load(next((out / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
     fp_state = torch.load(next((fp / "checkpoints").glob("best-*.ckpt")), weights_only=True)["state_dict"]
     assert not any("loss_hook" in k or "teacher" in k for k in state)  # the teacher lives in the FP run
     assert set(fp_state) < set(state)  # the same float weights plus the quantizers' parameters
+
+
+def test_qat_runs_kd_term_is_the_kl_from_its_fp_teacher(fp_run, qat_run):
+    """The run's loss hook, built from its config.yaml as training built it, distills from the FP run
+    at the configured temperature: kd_weight x T^2 x KL(teacher || student) of the softmaxes at T,
+    here written out against the two finished runs' networks; zero when the student is the teacher."""
+    from types import SimpleNamespace
+
+    from hydra.utils import instantiate
+
+    from cifar_qvit.export import load_run
+
+    fp, _ = fp_run
+    out, _ = qat_run
+    student, cfg = load_run(out)
+    teacher, _ = load_run(fp)
+    hook_cfg = cfg["loss_hook"]
+    assert hook_cfg["teacher_run"] == str(fp) and hook_cfg["kd_weight"] == 1.0
+    hook = instantiate(hook_cfg)
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    student.capture_qk = teacher.capture_qk = True  # eval mode (no dropout), queries/keys captured for the DGD term
+    with torch.no_grad():
+        logits, teacher_logits = student(x), teacher(x)
+        kd = hook(SimpleNamespace(net=student), x, None, logits)["kd"].item()  # what the engine passes: .net is the student
+        same = hook(SimpleNamespace(net=teacher), x, None, teacher(x))["kd"].item()
+    t = hook_cfg["kd_temperature"]
+    log_p, log_q = (torch.log_softmax(z.double() / t, -1) for z in (teacher_logits, logits))
+    kl = (log_p.exp() * (log_p - log_q)).sum(-1).mean().item()
+    assert kl > 0 and kd == pytest.approx(hook_cfg["kd_weight"] * t * t * kl, rel=1e-3)
+    assert same == pytest.approx(0.0, abs=1e-6)
 
 
 def test_qat_resumes_with_the_teacher_rebuilt(fp_run, qat_run, small_config):

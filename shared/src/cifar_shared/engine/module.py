@@ -105,8 +105,11 @@ class ClassificationModule(pl.LightningModule):
     def on_train_epoch_start(self):
         self._logged_this_epoch.discard("train")
 
+    def on_before_optimizer_step(self, optimizer):
+        self.last_step_lr = float(optimizer.param_groups[0]["lr"])
+
     def on_train_epoch_end(self):
-        # the rate the epoch ended with (after a warm-up epoch: the warmed-up rate), as the epoch line shows it
+        # the rate the epoch ended with (after a warm-up epoch: about the warmed-up rate), as the epoch line shows it
         self.log("lr", epoch_end_lr(self.trainer), on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
@@ -119,5 +122,8 @@ class ClassificationModule(pl.LightningModule):
 
 
 def epoch_end_lr(trainer) -> float:
-    """The first parameter group's lr now: at a training epoch's end, the rate it ended with."""
-    return float(trainer.optimizers[0].param_groups[0]["lr"])
+    """The rate the epoch ended with: the lr of its last optimizer step (first parameter group).
+    Not the optimizer's lr after the epoch: a per-step scheduler has moved it on, and after the
+    run's last step OneCycle's cosine has run past its end and reflects back up."""
+    last = getattr(trainer.lightning_module, "last_step_lr", None)
+    return last if last is not None else float(trainer.optimizers[0].param_groups[0]["lr"])
