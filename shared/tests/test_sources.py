@@ -1,5 +1,6 @@
 import pickle
 import tarfile
+import warnings
 
 import numpy as np
 import pytest
@@ -170,7 +171,8 @@ def test_stats_command_prints_overrides_that_set_the_measured_normalization(caps
     line = capsys.readouterr().out.strip().splitlines()[-1]
     overrides = line.split()
     assert [o.split("=")[0] for o in overrides] == ["data.mean", "data.std"]
-    with initialize_config_module("cifar_shared.conf", version_base=None):
+    with initialize_config_module("cifar_shared.conf", version_base=None), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`", category=UserWarning)  # train_base is meant to be included
         cfg = compose("train_base", overrides=["name=t", *overrides])
     mean, std = channel_stats(load_source({"name": "cifar10", "root": str(cifar10_root), "download": False})[0].images)
     assert list(cfg.data.mean) == pytest.approx(list(mean), abs=5e-5)

@@ -116,14 +116,9 @@ def evaluate(run_dir: str | Path, overrides: list[str], checkpoint: str = "best"
         k = int(row.argmax())
         w.writerow([i, label, classes[label], k, classes[k], f"{float(row[k]):.6f}"])
     write_text(run.path / f"eval-{name}-predictions.csv", rows.getvalue(), "the run folder")
-    import matplotlib
+    from cifar_shared.runs.plots import confusion_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from cifar_shared.runs.plots import _plot_confusion
-
-    _plot_confusion(plt, test["confusion_matrix"], classes, run.path / f"eval-{name}-confusion.png")
+    confusion_figure(test["confusion_matrix"], classes).savefig(run.path / f"eval-{name}-confusion.png", dpi=120, bbox_inches="tight")
     record["files"] = [str(out), str(run.path / f"eval-{name}-predictions.csv"), str(run.path / f"eval-{name}-confusion.png")]
     return record
 
