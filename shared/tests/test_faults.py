@@ -70,7 +70,9 @@ def test_a_per_sample_augment_resumes_its_epoch_as_an_unbroken_run_did(tmp_path,
 def test_one_ctrl_c_delivered_twice_still_saves(tmp_path):
     """``uv run`` without a terminal forwards SIGINT to the trainer, which also gets it as a member of
     the process group: two SIGINTs microseconds apart are one Ctrl-C, whose save must complete
-    (exit 130, the resume line, a checkpoint at the step it names), not "interrupted again"."""
+    (exit 130, the resume line, a checkpoint at the step it names), not "interrupted again". The
+    copy 0.1 s later lands while the interpreter shuts down, where CPython has put SIG_DFL back: it
+    killed the process (status -2) until the guard ignored the signal for the last exit hooks."""
     path, cfg = tiny_config(tmp_path / "run", "epochs=500")  # long enough to be interrupted
     n = steps_per_epoch(cfg)
     proc = subprocess.Popen(faults.config_command(path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

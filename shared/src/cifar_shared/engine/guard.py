@@ -8,6 +8,7 @@ SIGINT/SIGTERM (then exits 130/143 with a resume line), and stops at the first n
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import signal
@@ -84,6 +85,11 @@ class RunGuard(pl.Callback):
         for sig, handler in self._old_handlers.items():
             # after an interrupt the run is exiting, and that interrupt's duplicate may still be on its way
             signal.signal(sig, self._on_signal_while_exiting if sig == self.signum else handler)
+        if self.signum is not None and self._old_handlers:
+            # At shutdown CPython puts SIG_DFL back wherever Python set a handler, unless that handler
+            # is SIG_IGN: a duplicate landing then would kill the process (status -2, not 130). The
+            # last exit hooks (log flushes) run with the signal ignored.
+            atexit.register(signal.signal, self.signum, signal.SIG_IGN)
         self._old_handlers = {}
 
     def _on_signal_while_exiting(self, signum, frame) -> None:
