@@ -174,9 +174,12 @@ def random_affine(x: torch.Tensor, policy: AffinePolicy, g: torch.Generator) -> 
     shift = _uniform(2 * n, -policy.translate, policy.translate, g).view(n, 2) * 2  # grid units span 2
     apply = torch.rand(n, generator=g, device=g.device) < policy.p
     angle, scale, shift = angle * apply, torch.where(apply, scale, torch.ones_like(scale)), shift * apply[:, None]
-    # grid_sample maps output -> input, so build the inverse of (rotate, scale, then shift).
+    # grid_sample maps output -> input, so build the inverse of (rotate, scale, then shift). The
+    # grid's [-1, 1] spans the width in x and the height in y: a rotation in pixels has its
+    # off-diagonal terms scaled by the aspect ratio there (else a non-square image is sheared).
+    aspect = x.shape[-2] / x.shape[-1]  # height / width
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    inv = torch.stack([torch.stack([cos, sin], 1), torch.stack([-sin, cos], 1)], 1)  # (n, 2, 2)
+    inv = torch.stack([torch.stack([cos, sin * aspect], 1), torch.stack([-sin / aspect, cos], 1)], 1)  # (n, 2, 2)
     theta = torch.cat([inv, -(inv @ shift[:, :, None])], 2).to(x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -284,6 +287,9 @@ def resized_crop_boxes(n: int, height: int, width: int, scale, ratio, g: torch.G
     h = torch.where(first >= 0, h.gather(1, idx).squeeze(1), torch.full((n,), float(fh), device=h.device))
     top = torch.floor(torch.rand(n, generator=g, device=g.device) * (height - h + 1))
     left = torch.floor(torch.rand(n, generator=g, device=g.device) * (width - w + 1))
+    fell_back = first < 0  # torchvision centres the fallback crop
+    top = torch.where(fell_back, torch.div(height - h, 2, rounding_mode="floor"), top)
+    left = torch.where(fell_back, torch.div(width - w, 2, rounding_mode="floor"), left)
     return torch.stack([top, left, h, w], 1)
 
 

@@ -50,7 +50,9 @@ def rule_for(rule: str, scheduler_target: str | None) -> str:
 
 def valley_index(curve: np.ndarray) -> int:
     """fastai's ``valley``: the longest strictly decreasing subsequence of the curve marks the
-    valley; the pick sits in its middle third, half-way in (fastai.callback.schedule.valley)."""
+    valley; the pick sits in its middle third, half-way in (fastai.callback.schedule.valley). Unlike
+    fastai, never before the first point: a short valley from the first point (``[3, 2, 5, 6]``)
+    gives index -1 there, which picks the sweep's last and largest lr."""
     n = len(curve)
     lds = [1] * n
     max_start = max_end = 0
@@ -62,7 +64,7 @@ def valley_index(curve: np.ndarray) -> int:
                 max_end = i
                 max_start = max_end - lds[max_end]
     sections = (max_end - max_start) / 3
-    return max_start + int(sections) + int(sections / 2)
+    return max(0, max_start + int(sections) + int(sections / 2))
 
 
 def onecycle_index(curve: np.ndarray, start: float) -> int:

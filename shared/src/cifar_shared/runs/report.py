@@ -124,10 +124,13 @@ def table(rows: list[dict]) -> str:
         f1s = [m["f1"] for m in members if m["f1"] is not None]
         if len(accs) < 2:
             continue
-        lines.append(f"| mean ± sd of {len(accs)} | {package} | {data} | {epochs} | "
-                     f"{statistics.mean(accs):.4f} ± {statistics.stdev(accs):.4f} | "
-                     f"{statistics.mean(f1s):.4f} ± {statistics.stdev(f1s):.4f} | | | |")
+        lines.append(f"| mean ± sd of {len(accs)} | {package} | {data} | {epochs} | {_mean_sd(accs)} | {_mean_sd(f1s)} | | | |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_sd(values: list[float]) -> str:
+    """A spread needs two values: runs from before macro-F1 was recorded leave fewer (then "-")."""
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}" if len(values) >= 2 else "-"
 
 
 def plot_curves(rows: list[dict], path: Path) -> Path:
