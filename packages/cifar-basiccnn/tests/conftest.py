@@ -66,3 +66,11 @@ def in_process(monkeypatch, capsys):
         return call_command(main, argv, monkeypatch, capsys)
 
     return call
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """The image batches the training and validation steps receive (cifar_shared.testing.pixels)."""
+    from cifar_shared.testing.pixels import record_step_inputs
+
+    return record_step_inputs(monkeypatch)

@@ -9,37 +9,7 @@ import torch
 
 from cifar_shared.data.datamodule import ImageDataModule
 from cifar_shared.engine.train import train
-
-
-@pytest.fixture
-def seen(monkeypatch) -> dict[str, list[torch.Tensor]]:
-    """The image batches the training and validation steps receive, as the model gets them."""
-    from cifar_shared.engine.module import ClassificationModule
-
-    batches: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
-    for split, hook in (("train", "training_step"), ("val", "validation_step")):
-        monkeypatch.setattr(ClassificationModule, hook, _recording(getattr(ClassificationModule, hook), batches[split]))
-    return batches
-
-
-def _recording(step, store: list[torch.Tensor]):
-    def recorded(self, batch, batch_idx):
-        store.append(batch[0].detach().float().cpu().clone())
-        return step(self, batch, batch_idx)
-
-    return recorded
-
-
-def to_pixels(batches: list[torch.Tensor], dm: ImageDataModule) -> torch.Tensor:
-    """Normalized batches back to 0..255 pixel values, with the run's (recomputed) statistics."""
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in (dm.mean, dm.std))
-    return torch.cat(batches) * std * 255 + mean * 255
-
-
-def is_original(pixels: torch.Tensor, originals: torch.Tensor) -> torch.Tensor:
-    """Per image: equal, to rounding, to one of the split's stored uint8 images."""
-    ref = originals.float().flatten(1)
-    return torch.stack([(ref - img.flatten()).abs().amax(1).min() < 1.0 for img in pixels])
+from cifar_shared.testing.pixels import is_original, to_pixels
 
 
 @pytest.mark.parametrize("policy", ["randaug", "moco"])

@@ -28,3 +28,11 @@ def real_subset() -> Path:
 def small_config():
     """``small_config(output_dir, *overrides)``: a fixture, so tests never import conftest by name."""
     return shrunk_config
+
+
+@pytest.fixture
+def seen(monkeypatch):
+    """The image batches the training and validation steps receive (cifar_shared.testing.pixels)."""
+    from cifar_shared.testing.pixels import record_step_inputs
+
+    return record_step_inputs(monkeypatch)

@@ -17,6 +17,7 @@ from cifar_shared.engine.cli import compose_config
 from cifar_shared.engine.config import check_config
 from cifar_shared.engine.lr_finder import MIN_DROP, ONECYCLE_GIVE_BACK, smoothing_beta
 from cifar_shared.engine.train import model_header, write_model_info
+from cifar_shared.testing.pixels import is_original, to_pixels
 
 
 @pytest.fixture(scope="module")
@@ -106,25 +107,6 @@ def test_model_info_counts_at_100_classes(tmp_path, stem, total):
     assert text.startswith(f"resnet: arch=resnet18, stem={stem}, 100 classes\n")
 
 
-@pytest.fixture
-def seen(monkeypatch) -> dict[str, list[torch.Tensor]]:
-    """The image batches the training and validation steps receive, as the model gets them."""
-    from cifar_shared.engine.module import ClassificationModule
-
-    batches: dict[str, list[torch.Tensor]] = {"train": [], "val": []}
-    for split, hook in (("train", "training_step"), ("val", "validation_step")):
-        monkeypatch.setattr(ClassificationModule, hook, _recording(getattr(ClassificationModule, hook), batches[split]))
-    return batches
-
-
-def _recording(step, store: list[torch.Tensor]):
-    def recorded(self, batch, batch_idx):
-        store.append(batch[0].detach().float().cpu().clone())
-        return step(self, batch, batch_idx)
-
-    return recorded
-
-
 @pytest.mark.parametrize("pipeline", ["tensor", "per_sample"])
 def test_both_augment_pipelines_train(tmp_path, pipeline, small_config, seen):
     """Each pipeline feeds training the package's flip + affine + cutout images: most differ from
@@ -137,17 +119,11 @@ def test_both_augment_pipelines_train(tmp_path, pipeline, small_config, seen):
     assert len(history) == 1 and math.isfinite(history[0]["train/loss"])
 
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed)
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) * 255 for v in (dm.mean, dm.std))
-    train_px, val_px = (torch.cat(seen[split]) * std + mean for split in ("train", "val"))
+    train_px, val_px = to_pixels(seen["train"], dm), to_pixels(seen["val"], dm)
     assert len(train_px) == 3 * cfg.batch_size and len(val_px) > 0
-
-    def is_original(pixels, originals):
-        ref = originals.float().flatten(1)
-        return torch.stack([(ref - img.flatten()).abs().amax(1).min() < 1.0 for img in pixels])
-
     assert is_original(val_px, dm.val_set.images).all()
     assert is_original(train_px, dm.train_set.images).float().mean() < 0.4  # 1/8 pass with no flip, affine or cutout
-    side = cfg.augment.cutout
+    side, mean = cfg.augment.cutout, torch.tensor(dm.mean).view(1, 3, 1, 1) * 255
     mean_coloured = ((train_px - mean).abs() < 0.6).all(1, keepdim=True).float()  # cutout fills with the mean
     holes = F.avg_pool2d(mean_coloured, side, stride=1).flatten(1).amax(1) == 1.0
     assert 0.25 < holes.float().mean() < 0.75
