@@ -72,13 +72,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("overrides", nargs="*", help="debugcnn config overrides")
     args = parser.parse_args(argv)
 
+    import logging
+    from pathlib import Path
+
     import torch
-    from hydra.utils import instantiate
+    from omegaconf import open_dict
 
     from cifar_debugcnn.probes import LayerProbes
     from cifar_shared.data.datamodule import ImageDataModule
+    from cifar_shared.engine.callbacks import RunRecorder
     from cifar_shared.engine.cli import compose_config, fail, one_line
-    from cifar_shared.engine.module import ClassificationModule
+    from cifar_shared.engine.train import build_module, build_trainer, setup_logging
 
     # synthetic data the size of the real subset, unless the overrides pick a data source
     data = [] if any(o.startswith("data=") for o in args.overrides) else ["data=synthetic", "data.train_size=4660", "data.test_size=10"]
@@ -86,29 +90,34 @@ def main(argv: list[str] | None = None) -> None:
         cfg = compose_config("cifar_debugcnn.conf", [*data, *args.overrides, f"epochs={args.epochs}", "data.val_fraction=0.2"])
     except Exception as e:  # Hydra's composition errors: one line, exit 2
         fail(one_line(e))
+    if not (cfg.callbacks.get("extra") or {}).get("probes"):
+        fail("error: debugcnn-bench measures the probes: leave callbacks.extra.probes on")
+    setup_logging(Path(tempfile.mkdtemp(prefix="debugcnn-bench-")) / "bench.log")  # debugcnn-train's quiet console
     pl.seed_everything(cfg.seed, verbose=False)
     dm = ImageDataModule(cfg.data, cfg.augment, cfg.batch_size, cfg.seed)
-    module = ClassificationModule(instantiate(cfg.model, num_classes=dm.num_classes), dm.num_classes,
-                                  optimizer=instantiate(cfg.optim))
-    probes = instantiate(cfg.callbacks.extra.probes, table=True)
-    assert isinstance(probes, LayerProbes)
-    timer = Alternate(probes)
-    import logging
-
-    quiet = logging.getLogger("cifar_debugcnn")
-    level = quiet.level
-    quiet.setLevel(logging.WARNING)  # the tables are built, not shown
+    module = build_module(cfg, dm.num_classes)  # debugcnn-train's module, scheduler included
+    timer = Alternate(None)
+    quiet = [logging.getLogger("cifar_debugcnn"), logging.getLogger("cifar_shared.run")]  # no tables, no epoch lines
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
     try:
-        with tempfile.TemporaryDirectory() as out:
-            from pytorch_lightning.loggers import TensorBoardLogger
-
-            trainer = pl.Trainer(max_epochs=args.epochs, callbacks=[timer, probes], logger=TensorBoardLogger(out, name="", version=""),
-                                 enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                                 limit_val_batches=1, num_sanity_val_steps=0, default_root_dir=out, accelerator="cpu")
+        with tempfile.TemporaryDirectory() as out, open_dict(cfg):
+            # debugcnn-train's trainer (its loggers, checkpoints, probes), in a folder thrown away after
+            cfg.output_dir, cfg.checkpoint_dir = out, str(Path(out) / "checkpoints")
+            cfg.callbacks.extra.probes.table = True
+            cfg.callbacks.early_stopping = None  # every epoch is timed
+            cfg.trainer.limit_val_batches = 1  # the watched validation batch, not a whole pass
+            cfg.trainer.num_sanity_val_steps = 0
+            cfg.trainer.accelerator = "cpu"
+            cfg.trainer.enable_progress_bar = False
+            trainer = build_trainer(cfg, RunRecorder(Path(out) / "metrics.json", dm.classes), extra=[timer])
+            timer.probes = next(c for c in trainer.callbacks if isinstance(c, LayerProbes))
             trainer.fit(module, datamodule=dm)
-            watched = len(probes.steps)
+            watched = len(timer.probes.steps)
     finally:
-        quiet.setLevel(level)  # a caller's logging (tests in one process) stays as it was
+        for q, level in zip(quiet, levels):
+            q.setLevel(level)  # a caller's logging (tests in one process) stays as it was
     on, off = timer.steps[True], timer.steps[False]
     step_on, step_off = statistics.mean(on), statistics.mean(off)
     epoch_on, epoch_off = statistics.mean(timer.epochs[True]), statistics.mean(timer.epochs[False])
