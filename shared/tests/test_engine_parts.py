@@ -19,6 +19,7 @@ from cifar_shared.engine.lr_finder import (
     valley_index,
 )
 from cifar_shared.engine.metrics import classification_metrics
+from cifar_shared.testing.schedules import lr_trace, one_param_sgd
 
 
 def test_channel_stats_match_torch():
@@ -29,25 +30,11 @@ def test_channel_stats_match_torch():
     assert torch.allclose(torch.tensor(std, dtype=torch.float64), x.permute(1, 0, 2, 3).flatten(1).std(1, unbiased=False), atol=1e-9)
 
 
-def _opt(lr=0.1):
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-
-
-def _trace(sched_cfg, steps):
-    sched = sched_cfg["scheduler"]
-    opt = sched.optimizer
-    lrs = []
-    for _ in range(steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
-
 
 def test_onecycle_matches_torch_reference():
-    opt = _opt()
-    ours = _trace(schedulers.onecycle(opt, total_steps=100, steps_per_epoch=10, pct_start=0.2, div_factor=100, final_div_factor=1000), 100)
-    ref_opt = _opt()
+    opt = one_param_sgd()
+    ours = lr_trace(schedulers.onecycle(opt, total_steps=100, steps_per_epoch=10, pct_start=0.2, div_factor=100, final_div_factor=1000), 100)
+    ref_opt = one_param_sgd()
     ref = torch.optim.lr_scheduler.OneCycleLR(ref_opt, max_lr=0.1, total_steps=100, pct_start=0.2, div_factor=100, final_div_factor=1000)
     expected = []
     for _ in range(100):
@@ -59,27 +46,27 @@ def test_onecycle_matches_torch_reference():
 
 
 def test_cosine_with_warmup_by_formula():
-    opt = _opt()
-    lrs = _trace(schedulers.cosine(opt, total_steps=60, steps_per_epoch=10, warmup_epochs=1, min_lr=0.001, warmup_start_factor=0.01), 60)
+    opt = one_param_sgd()
+    lrs = lr_trace(schedulers.cosine(opt, total_steps=60, steps_per_epoch=10, warmup_epochs=1, min_lr=0.001, warmup_start_factor=0.01), 60)
     assert lrs[0] == pytest.approx(0.001) and lrs[10] == pytest.approx(0.1)
     t = 25 - 10
     assert lrs[25] == pytest.approx(0.001 + (0.1 - 0.001) * (1 + math.cos(math.pi * t / 50)) / 2)
 
 
 def test_step_with_warmup_decays_every_step_epochs():
-    opt = _opt()
-    lrs = _trace(schedulers.step(opt, total_steps=50, steps_per_epoch=5, step_epochs=2, gamma=0.5, warmup_epochs=1), 50)
+    opt = one_param_sgd()
+    lrs = lr_trace(schedulers.step(opt, total_steps=50, steps_per_epoch=5, step_epochs=2, gamma=0.5, warmup_epochs=1), 50)
     assert lrs[5] == pytest.approx(0.1) and lrs[14] == pytest.approx(0.1) and lrs[15] == pytest.approx(0.05)
 
 
 def test_plateau_steps_per_epoch_on_its_monitor():
     """The whole Lightning scheduler dict: stepped once an epoch on ``monitor``, and the lr it gives
     for a series of monitored values is torch's ReduceLROnPlateau's with the same settings."""
-    opt = _opt()
+    opt = one_param_sgd()
     out = schedulers.plateau(opt, 10, 1, factor=0.5, patience=1)
     assert set(out) == {"scheduler", "interval", "monitor"} and out["interval"] == "epoch" and out["monitor"] == "val/loss"
     assert isinstance(out["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau) and out["scheduler"].optimizer is opt
-    ref_opt = _opt()
+    ref_opt = one_param_sgd()
     ref = torch.optim.lr_scheduler.ReduceLROnPlateau(ref_opt, mode="min", factor=0.5, patience=1)
     ours, expected = [], []
     for value in [1.0, 0.9, 0.95, 0.97, 0.8, 0.85, 0.86, 0.87, 0.88]:
@@ -88,7 +75,7 @@ def test_plateau_steps_per_epoch_on_its_monitor():
         ours.append(opt.param_groups[0]["lr"])
         expected.append(ref_opt.param_groups[0]["lr"])
     assert ours == pytest.approx(expected) and ours[-1] < 0.1 / 2  # it did reduce, more than once
-    acc = schedulers.plateau(_opt(), 10, 1, monitor="val/acc", mode="max")
+    acc = schedulers.plateau(one_param_sgd(), 10, 1, monitor="val/acc", mode="max")
     assert acc["monitor"] == "val/acc" and acc["scheduler"].mode == "max"
 
 

@@ -18,27 +18,12 @@ from cifar_shared.engine.lr_finder import (
     valley_index,
 )
 from cifar_shared.engine.metrics import BatchMean, classification_metrics
-
-
-def _opt(lr=0.1):
-    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
-
-
-def _trace(out, steps):
-    sched = out["scheduler"]
-    opt = sched.optimizer
-    lrs = []
-    for _ in range(steps):
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-    return lrs
-
+from cifar_shared.testing.schedules import lr_trace, one_param_sgd
 
 # --------------------------------------------------------------------------- schedulers
 
 def test_plateau_passes_its_settings_to_torch():
-    out = schedulers.plateau(_opt(), 10, 1, factor=0.5, patience=3, monitor="val/acc", mode="max")
+    out = schedulers.plateau(one_param_sgd(), 10, 1, factor=0.5, patience=3, monitor="val/acc", mode="max")
     sched = out["scheduler"]
     assert isinstance(sched, S.ReduceLROnPlateau) and set(out) == {"scheduler", "interval", "monitor"}
     assert (out["interval"], out["monitor"], sched.mode, sched.factor, sched.patience) == ("epoch", "val/acc", "max", 0.5, 3)
@@ -47,79 +32,79 @@ def test_plateau_passes_its_settings_to_torch():
         sched.step(acc)
         lrs.append(sched.optimizer.param_groups[0]["lr"])
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.05])
-    default = schedulers.plateau(_opt(), 10, 1)
+    default = schedulers.plateau(one_param_sgd(), 10, 1)
     assert (default["scheduler"].mode, default["scheduler"].factor, default["scheduler"].patience) == ("min", 0.1, 2)
 
 
 def test_no_warmup_is_the_main_schedule_itself():
-    out = schedulers.cosine(_opt(), total_steps=20, steps_per_epoch=10)
+    out = schedulers.cosine(one_param_sgd(), total_steps=20, steps_per_epoch=10)
     assert isinstance(out["scheduler"], S.CosineAnnealingLR) and out == {"scheduler": out["scheduler"], "interval": "step"}
-    out = schedulers.step(_opt(), total_steps=20, steps_per_epoch=10, step_epochs=1, warmup_epochs=0.04)  # rounds to 0 steps
+    out = schedulers.step(one_param_sgd(), total_steps=20, steps_per_epoch=10, step_epochs=1, warmup_epochs=0.04)  # rounds to 0 steps
     assert isinstance(out["scheduler"], S.StepLR) and out == {"scheduler": out["scheduler"], "interval": "step"}
-    warm = schedulers.step(_opt(), total_steps=20, steps_per_epoch=10, warmup_epochs=0.1)  # 1 step
+    warm = schedulers.step(one_param_sgd(), total_steps=20, steps_per_epoch=10, warmup_epochs=0.1)  # 1 step
     assert isinstance(warm["scheduler"], S.SequentialLR)
 
 
 def test_warmup_is_linear_from_its_start_factor_to_the_lr():
-    lrs = _trace(schedulers.cosine(_opt(), total_steps=40, steps_per_epoch=10, warmup_epochs=0.4, warmup_start_factor=0.2), 6)
+    lrs = lr_trace(schedulers.cosine(one_param_sgd(), total_steps=40, steps_per_epoch=10, warmup_epochs=0.4, warmup_start_factor=0.2), 6)
     assert lrs[:5] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1])  # 4 warmup steps, then the cosine's start
-    lrs = _trace(schedulers.step(_opt(), total_steps=40, steps_per_epoch=10, step_epochs=10, warmup_epochs=0.4, warmup_start_factor=0.2), 6)
+    lrs = lr_trace(schedulers.step(one_param_sgd(), total_steps=40, steps_per_epoch=10, step_epochs=10, warmup_epochs=0.4, warmup_start_factor=0.2), 6)
     assert lrs == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1])
-    lrs = _trace(schedulers.step(_opt(), total_steps=40, steps_per_epoch=10, step_epochs=10, warmup_epochs=0.2), 3)
+    lrs = lr_trace(schedulers.step(one_param_sgd(), total_steps=40, steps_per_epoch=10, step_epochs=10, warmup_epochs=0.2), 3)
     assert lrs == pytest.approx([0.001, 0.1 * (0.01 + 0.99 / 2), 0.1])  # default start factor 0.01
 
 
 def test_cosine_when_the_warmup_takes_the_whole_run():
     # no steps left after the warmup: the cosine's period is 1 step (not 0), reaching min_lr at once
-    lrs = _trace(schedulers.cosine(_opt(), total_steps=4, steps_per_epoch=4, warmup_epochs=1, min_lr=0.01), 6)
+    lrs = lr_trace(schedulers.cosine(one_param_sgd(), total_steps=4, steps_per_epoch=4, warmup_epochs=1, min_lr=0.01), 6)
     assert lrs[4] == pytest.approx(0.1) and lrs[5] == pytest.approx(0.01)
 
 
 def test_cosine_decays_over_the_steps_after_the_warmup():
-    lrs = _trace(schedulers.cosine(_opt(), total_steps=30, steps_per_epoch=10, warmup_epochs=1, min_lr=0.0), 31)
+    lrs = lr_trace(schedulers.cosine(one_param_sgd(), total_steps=30, steps_per_epoch=10, warmup_epochs=1, min_lr=0.0), 31)
     assert lrs[10] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.05) and lrs[30] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_step_size_is_at_least_one_step():
-    lrs = _trace(schedulers.step(_opt(), total_steps=4, steps_per_epoch=1, step_epochs=0.4, gamma=0.5), 4)
+    lrs = lr_trace(schedulers.step(one_param_sgd(), total_steps=4, steps_per_epoch=1, step_epochs=0.4, gamma=0.5), 4)
     assert lrs == pytest.approx([0.1, 0.05, 0.025, 0.0125])
-    lrs = _trace(schedulers.step(_opt(), total_steps=8, steps_per_epoch=4, step_epochs=0.5, gamma=0.1), 5)
+    lrs = lr_trace(schedulers.step(one_param_sgd(), total_steps=8, steps_per_epoch=4, step_epochs=0.5, gamma=0.1), 5)
     assert lrs == pytest.approx([0.1, 0.1, 0.01, 0.01, 0.001])
-    lrs = _trace(schedulers.step(_opt(), total_steps=8, steps_per_epoch=1, step_epochs=2.6), 4)  # round(2.6) = 3 steps
+    lrs = lr_trace(schedulers.step(one_param_sgd(), total_steps=8, steps_per_epoch=1, step_epochs=2.6), 4)  # round(2.6) = 3 steps
     assert lrs == pytest.approx([0.1, 0.1, 0.1, 0.01])
 
 
 def test_onecycle_peaks_at_max_lr_or_the_optimizers_lr_with_its_annealing():
     def reference(max_lr, strategy, steps=20):
-        opt = _opt(0.3)
+        opt = one_param_sgd(0.3)
         ref = S.OneCycleLR(opt, max_lr=max_lr, total_steps=steps, pct_start=0.25, anneal_strategy=strategy,
                            div_factor=10.0, final_div_factor=100.0)
-        return _trace({"scheduler": ref}, steps)
+        return lr_trace({"scheduler": ref}, steps)
 
-    out = schedulers.onecycle(_opt(0.3), total_steps=20, steps_per_epoch=5, max_lr=0.5, pct_start=0.25,
+    out = schedulers.onecycle(one_param_sgd(0.3), total_steps=20, steps_per_epoch=5, max_lr=0.5, pct_start=0.25,
                               anneal_strategy="linear", div_factor=10.0, final_div_factor=100.0)
     assert out == {"scheduler": out["scheduler"], "interval": "step"}
-    assert _trace(out, 20) == pytest.approx(reference(0.5, "linear"))
-    out = schedulers.onecycle(_opt(0.3), total_steps=20, steps_per_epoch=5, pct_start=0.25, div_factor=10.0, final_div_factor=100.0)
-    assert _trace(out, 20) == pytest.approx(reference(0.3, "cos"))
-    lrs = _trace(schedulers.onecycle(_opt(0.3), total_steps=100, steps_per_epoch=10), 100)
+    assert lr_trace(out, 20) == pytest.approx(reference(0.5, "linear"))
+    out = schedulers.onecycle(one_param_sgd(0.3), total_steps=20, steps_per_epoch=5, pct_start=0.25, div_factor=10.0, final_div_factor=100.0)
+    assert lr_trace(out, 20) == pytest.approx(reference(0.3, "cos"))
+    lrs = lr_trace(schedulers.onecycle(one_param_sgd(0.3), total_steps=100, steps_per_epoch=10), 100)
     assert lrs[0] == pytest.approx(0.3 / 25) and max(lrs) == pytest.approx(0.3, rel=1e-3) and lrs.index(max(lrs)) in (29, 30)
     assert lrs[-1] == pytest.approx(0.3 / 25 / 1e4, rel=0.05)
 
 
 def test_defaults_of_the_schedules():
-    lrs = _trace(schedulers.cosine(_opt(), total_steps=10, steps_per_epoch=5), 11)
+    lrs = lr_trace(schedulers.cosine(one_param_sgd(), total_steps=10, steps_per_epoch=5), 11)
     assert lrs[5] == pytest.approx(0.05) and lrs[10] == pytest.approx(0.0, abs=1e-12)  # down to 0
-    lrs = _trace(schedulers.step(_opt(), total_steps=100, steps_per_epoch=1), 32)
+    lrs = lr_trace(schedulers.step(one_param_sgd(), total_steps=100, steps_per_epoch=1), 32)
     assert lrs[29] == pytest.approx(0.1) and lrs[30] == pytest.approx(0.01)  # every 30 epochs, by 0.1
-    lrs = _trace(schedulers.onecycle(_opt(0.5), total_steps=50, steps_per_epoch=5), 50)
+    lrs = lr_trace(schedulers.onecycle(one_param_sgd(0.5), total_steps=50, steps_per_epoch=5), 50)
     assert lrs[0] == pytest.approx(0.5 / 25, rel=1e-9) and lrs[-1] == pytest.approx(0.5 / 25 / 1e4, rel=1e-6)
 
 
 def test_constant_keeps_the_lr_per_epoch():
-    out = schedulers.constant(_opt(0.2), 10, 5)
+    out = schedulers.constant(one_param_sgd(0.2), 10, 5)
     assert isinstance(out["scheduler"], S.LambdaLR) and out == {"scheduler": out["scheduler"], "interval": "epoch"}
-    assert _trace(out, 4) == pytest.approx([0.2] * 4)
+    assert lr_trace(out, 4) == pytest.approx([0.2] * 4)
 
 
 # --------------------------------------------------------------------------- metrics

@@ -177,7 +177,7 @@ def test_table_rows_and_one_mean_row_per_group_of_repeats():
         "| x | resnet | cifar100 | 1/2 | 0.9000 | 0.8000 | 1,000 | 1.000 M | 30 s |\n"
         "| y | basiccnn | cifar10 | 3/3 | 0.3000 | 0.2000 | 1,000 | 1.000 M | 30 s |\n"
         "| z | basiccnn | cifar10 | 3/3 | - | - | 1,000 | 1.000 M | 30 s |\n"
-        f"| mean ± sd of 3 | basiccnn | cifar10 | 3/3 | 0.6000 ± {sd:.4f} | 0.5000 ± {sd:.4f} | | | |\n"
+        f"| mean ± sd of 3 like s/0 | basiccnn | cifar10 | 3/3 | 0.6000 ± {sd:.4f} | 0.5000 ± {sd:.4f} | | | |\n"
     )
     assert table([]) == "| run | package | data | epochs | test acc | macro F1 | parameters | FLOPs | wall time |\n|---|---|---|---|---|---|---|---|---|\n"
 
@@ -185,14 +185,22 @@ def test_table_rows_and_one_mean_row_per_group_of_repeats():
 def test_mean_row_of_two_repeats_takes_the_first_members_columns():
     rows = [_row("a", 0.2, 0.1, epochs="2/3"), _row("b", 0.4, 0.5, epochs="3/3", data="other")]
     last = table(rows).splitlines()[-1]
-    assert last == (f"| mean ± sd of 2 | basiccnn | cifar10 | 2/3 | 0.3000 ± {statistics.stdev([0.2, 0.4]):.4f} | "
+    assert last == (f"| mean ± sd of 2 like a | basiccnn | cifar10 | 2/3 | 0.3000 ± {statistics.stdev([0.2, 0.4]):.4f} | "
                     f"0.3000 ± {statistics.stdev([0.1, 0.5]):.4f} | | | |")
+
+
+def test_two_sweeps_mean_rows_say_which_runs_they_average():
+    """Two pipelines x seeds, sorted by path: the groups interleave, so each mean row names its first run."""
+    rows = [_row("per_sample_s0", 0.2, 0.1, group="p"), _row("per_sample_s1", 0.4, 0.3, group="p"),
+            _row("tensor_s0", 0.5, 0.4, group="t"), _row("tensor_s1", 0.7, 0.6, group="t")]
+    means = [line.split(" | ")[0] for line in table(rows).splitlines()[-2:]]
+    assert means == ["| mean ± sd of 2 like per_sample_s0", "| mean ± sd of 2 like tensor_s0"]
 
 
 def test_a_group_with_one_macro_f1_still_gets_its_accuracy_spread():
     """Runs from before macro-F1 was recorded: two accuracies, one F1 (statistics.stdev raised)."""
     rows = [_row("a", 0.2, 0.1), _row("b", 0.4, None)]
-    assert table(rows).splitlines()[-1] == f"| mean ± sd of 2 | basiccnn | cifar10 | 3/3 | 0.3000 ± {statistics.stdev([0.2, 0.4]):.4f} | - | | | |"
+    assert table(rows).splitlines()[-1] == f"| mean ± sd of 2 like a | basiccnn | cifar10 | 3/3 | 0.3000 ± {statistics.stdev([0.2, 0.4]):.4f} | - | | | |"
 
 
 def test_report_writes_the_table_and_the_figure_beside_it(tmp_path):
@@ -202,7 +210,7 @@ def test_report_writes_the_table_and_the_figure_beside_it(tmp_path):
     text, md, png = report([str(sweep)], tmp_path / "out" / "report.md")
     assert md == tmp_path / "out" / "report.md" and png == tmp_path / "out" / "report.png"
     assert md.read_text() == text and png.stat().st_size > 1000
-    assert text.count("\n") == 5 and "| mean ± sd of 2 | nosuchpackage.conf | cifar10 (cifar-10) | 2/3 | 0.6000 ± 0.1414 |" in text
+    assert text.count("\n") == 5 and f"| mean ± sd of 2 like {sweep / '0'} | nosuchpackage.conf | cifar10 (cifar-10) | 2/3 | 0.6000 ± 0.1414 |" in text
     assert f"| {sweep / '0'} | " in text and f"| {sweep / '1'} | " in text
 
 
@@ -243,7 +251,7 @@ def test_wall_time_from_a_log_of_two_lines(tmp_path):
 
 def test_a_single_run_before_a_sweep_still_leaves_the_sweeps_mean_row():
     rows = [_row("alone", 0.9, 0.8, group="solo"), _row("s/0", 0.5, 0.4), _row("s/1", 0.7, 0.6)]
-    assert table(rows).splitlines()[-1].startswith("| mean ± sd of 2 | basiccnn | cifar10 | 3/3 | 0.6000 ± ")
+    assert table(rows).splitlines()[-1].startswith("| mean ± sd of 2 like s/0 | basiccnn | cifar10 | 3/3 | 0.6000 ± ")
 
 
 def test_sweep_key_without_an_output_dir_strips_no_path():

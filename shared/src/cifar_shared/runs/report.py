@@ -124,7 +124,8 @@ def table(rows: list[dict]) -> str:
         f1s = [m["f1"] for m in members if m["f1"] is not None]
         if len(accs) < 2:
             continue
-        lines.append(f"| mean ± sd of {len(accs)} | {package} | {data} | {epochs} | {_mean_sd(accs)} | {_mean_sd(f1s)} | | | |")
+        first = next(m["path"] for m in members if m["acc"] is not None)  # which group: the sweeps' rows may interleave
+        lines.append(f"| mean ± sd of {len(accs)} like {first} | {package} | {data} | {epochs} | {_mean_sd(accs)} | {_mean_sd(f1s)} | | | |")
     return "\n".join(lines) + "\n"
 
 
