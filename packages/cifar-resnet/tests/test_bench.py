@@ -1,24 +1,13 @@
-import types
-
 import pytest
 
 from cifar_resnet.bench import measure
-
-
-def fake_clock(monkeypatch, module, readings: list[float]) -> list[float]:
-    """``module``'s ``time.perf_counter`` reads ``readings`` in order (a test fails on an extra
-    reading); returns the list, emptied as it is read. The timed code is the real one."""
-    left = list(readings)
-    monkeypatch.setattr(module, "time", types.SimpleNamespace(perf_counter=lambda: left.pop(0)))
-    return left
+from cifar_shared.testing import fake_clock
 
 
 def test_bench_reports_images_over_the_measured_time_and_their_ratio(tmp_path, capsys, monkeypatch):
     """resnet-bench with a fake clock: each path's rate is the timed batches' images over the time
     between its two readings (warm-up batches left out), the ratio is tensor over per_sample."""
-    import cifar_resnet.bench as bench
-
-    left = fake_clock(monkeypatch, bench, [10.0, 11.0, 20.0, 24.0])  # tensor: 1 s, per_sample: 4 s
+    left = fake_clock(monkeypatch, [10.0, 11.0, 20.0, 24.0])  # tensor: 1 s, per_sample: 4 s
     rates = measure(["--data-root", str(tmp_path), "--batches", "3", "--batch-size", "32", "--num-workers", "0"])
     assert left == []
     assert rates == {"tensor": 3 * 32 / 1.0, "per_sample": 3 * 32 / 4.0}
@@ -36,7 +25,7 @@ def test_bench_train_rows_and_flops(tmp_path, capsys, monkeypatch):
     import cifar_shared.bench.train as bench_train
 
     # two readings per row (start, end of the timed steps): textbook 2 s, engine 1 s, bare loop 8 s
-    left = fake_clock(monkeypatch, bench_train, [0.0, 2.0, 10.0, 11.0, 20.0, 28.0])
+    left = fake_clock(monkeypatch, [0.0, 2.0, 10.0, 11.0, 20.0, 28.0])
     out = tmp_path / "bench.json"
     bench_train.main(["--package", "resnet", "--warmup", "1", "--steps", "2", "--workers", "0", "--profile", "0", "--json", str(out),
                       "--variant", "eager: compile=false channels_last=false", "data=synthetic", "data.train_size=400",

@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import pytorch_lightning as pl
+
+from cifar_shared.bench import timer
 
 
 class Alternate(pl.Callback):
@@ -39,7 +40,7 @@ class Alternate(pl.Callback):
     def on_train_epoch_start(self, trainer, pl_module):
         self._close_epoch(trainer)
         self.probes.enabled = trainer.current_epoch % 2 == 0
-        self._last, self._epoch_start = None, time.perf_counter()
+        self._last, self._epoch_start = None, timer.now(pl_module.device)
 
     def on_train_end(self, trainer, pl_module):
         self._close_epoch(trainer, ended=True)
@@ -48,11 +49,11 @@ class Alternate(pl.Callback):
         """An epoch runs from its start to the next one's: steps, validation and epoch-end work."""
         finished = trainer.current_epoch - (0 if ended else 1)
         if self._epoch_start is not None and finished > 1:
-            self.epochs[self.probes.enabled].append(time.perf_counter() - self._epoch_start)
+            self.epochs[self.probes.enabled].append(timer.now(trainer.strategy.root_device) - self._epoch_start)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self._close_step(trainer)
-        self._last, self._last_idx = time.perf_counter(), batch_idx
+        self._last, self._last_idx = timer.now(pl_module.device), batch_idx
 
     def on_validation_epoch_start(self, trainer, pl_module):  # closes the epoch's last step
         self._close_step(trainer)
@@ -60,7 +61,7 @@ class Alternate(pl.Callback):
 
     def _close_step(self, trainer) -> None:
         if self._last is not None and trainer.current_epoch > 1:  # epochs 0 and 1: warm-up, one of each
-            took = time.perf_counter() - self._last
+            took = timer.now(trainer.strategy.root_device) - self._last
             self.steps[self.probes.enabled].append(took)
             if self._last_idx == 0:
                 self.first_steps[self.probes.enabled].append(took)

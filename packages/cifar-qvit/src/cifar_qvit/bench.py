@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+
+from cifar_shared.bench import timer
 
 
 def step_fn(net: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_hook=None, dtype: torch.dtype | None = None):
@@ -104,10 +105,10 @@ def interleaved(models, x, y, steps: int, warmup: int = 2) -> dict[str, dict]:
     times: dict[str, list[float]] = {name: [] for name in models}
     for i in range(steps + warmup):
         for name, step in fns.items():
-            t0 = time.perf_counter()
-            step()
+            with timer.Stopwatch() as watch:
+                step()
             if i >= warmup:
-                times[name].append(time.perf_counter() - t0)
+                times[name].append(watch.seconds)
     return {name: {"step_s": statistics.median(t)} for name, t in times.items()}
 
 
@@ -120,12 +121,10 @@ def sequential(models, x, y, dtype, steps: int, device: torch.device, warmup: in
         net.to(device)
         step, times = step_fn(net, x, y, hook, dtype), []
         for i in range(steps + warmup):
-            torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            step()
-            torch.cuda.synchronize(device)
+            with timer.Stopwatch(device) as watch:
+                step()
             if i >= warmup:
-                times.append(time.perf_counter() - t0)
+                times.append(watch.seconds)
         out[name] = {"step_s": statistics.median(times), "peak_gib": torch.cuda.max_memory_allocated(device) / 2**30}
         net.to("cpu")
         if hook is not None:

@@ -9,12 +9,12 @@ timed (no model), up to the batch being on the training device.
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 
+from cifar_shared.bench import timer
 from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.per_sample import albumentations_transform, per_sample_loader
 from cifar_shared.data.real_sets import real_subset_path
@@ -39,14 +39,12 @@ def images_per_second(loader: Iterable, batches: int, device: torch.device, warm
     stream, seen = endless(), 0
     for _ in range(warmup):
         next(stream)
-    start = time.perf_counter()
-    for _ in range(batches):
-        x, y = next(stream)
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        seen += len(y)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return seen / (time.perf_counter() - start)
+    with timer.Stopwatch(device) as watch:
+        for _ in range(batches):
+            x, y = next(stream)
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            seen += len(y)
+    return seen / watch.seconds
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import platform
-import time
 
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from cifar_shared.bench import timer
 from cifar_shared.data import AugmentPolicy, BatchAugment, ShardedPermutation, TensorBatchLoader
 from cifar_shared.data.real_sets import real_subset_path
 from cifar_shared.data.sources import ImageSet, load_cifar, make_synthetic
@@ -58,13 +58,13 @@ def images_per_second(loader, epochs: int) -> float:
     """Wall time to draw every training batch of ``epochs`` epochs (after one warm-up epoch)."""
     for _ in loader:
         pass
-    count, start = 0, time.perf_counter()
+    count, start = 0, timer.now()
     for epoch in range(epochs):
         if hasattr(loader, "sampler") and hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch + 1)
         for x, _ in loader:
             count += x.shape[0]
-    return count / (time.perf_counter() - start)
+    return count / (timer.now() - start)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,11 +24,12 @@ import json
 import logging
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+
+from cifar_shared.bench import timer
 
 # Peak dense (no sparsity) bf16 tensor-core rates from NVIDIA's data sheets, in TFLOP/s.
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100 80GB HBM3": 989.4, "H100 SXM": 989.4, "H100 PCIe": 756.0, "H100 NVL": 835.0,
@@ -50,11 +51,6 @@ def peak_tflops(name: str) -> float | None:
     return None
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class StepClock:
     """Wall time of training steps ``warmup`` .. ``warmup + steps`` (GPU synchronized at both ends)."""
 
@@ -66,11 +62,9 @@ class StepClock:
     def tick(self, step: int, batch_size: int) -> bool:
         """Call before step ``step`` (0-based); returns False once the timed steps are done."""
         if step == self.warmup:
-            sync(self.device)
-            self.t0 = time.perf_counter()
+            self.t0 = timer.now(self.device)
         if step == self.warmup + self.steps:
-            sync(self.device)
-            self.t1 = time.perf_counter()
+            self.t1 = timer.now(self.device)
             return False
         if step >= self.warmup:
             self.images += batch_size
@@ -140,14 +134,13 @@ class KernelProfile:
     def __enter__(self):
         from torch.profiler import ProfilerActivity, profile
 
-        sync(self.device)
+        timer.sync(self.device)
         self.prof = profile(activities=[ProfilerActivity.CUDA]).__enter__()
-        self.t0 = time.perf_counter()
+        self.t0 = timer.now(self.device)
         return self
 
     def __exit__(self, *exc):
-        sync(self.device)
-        wall_us = (time.perf_counter() - self.t0) * 1e6
+        wall_us = (timer.now(self.device) - self.t0) * 1e6
         self.prof.__exit__(None, None, None)
         self.busy_fraction = busy_us(self.prof.events()) / wall_us if wall_us > 0 else None
 

@@ -14,7 +14,7 @@ import numpy as np
 from cifar_shared.data.real_sets import REAL_DATA, real_subset_path
 
 __all__ = ["REAL_DATA", "real_subset_or_skip", "real_subset_path", "write_cifar10", "gloo_shard_worker", "tiny_net",
-           "CIFAR10_CLASSES"]
+           "CIFAR10_CLASSES", "fake_clock", "call_command"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
@@ -100,3 +100,15 @@ def call_command(main, argv, monkeypatch, capsys) -> tuple[int, str, str]:
         close_run_logs()
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def fake_clock(monkeypatch, readings: list[float]) -> list[float]:
+    """The benchmarks' one clock (``cifar_shared.bench.timer``) reads ``readings`` in order; a test
+    fails on an extra reading. Returns the list, emptied as it is read: the timed code is the real one."""
+    import types
+
+    from cifar_shared.bench import timer
+
+    left = list(readings)
+    monkeypatch.setattr(timer, "time", types.SimpleNamespace(perf_counter=lambda: left.pop(0)))
+    return left
