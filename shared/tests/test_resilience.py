@@ -250,6 +250,7 @@ def test_a_copy_held_back_by_the_save_is_still_one_interrupt_while_exiting(tmp_p
     monkeypatch.setattr(guard_module.time, "monotonic", lambda: clock[0])
     exits = []
     monkeypatch.setattr(guard_module.os, "_exit", exits.append)
+    monkeypatch.setattr(guard_module.atexit, "register", lambda *a: None)  # this test process is not exiting
     g = RunGuard(tmp_path, "t", None)
     g.install_signals()
     try:
@@ -261,6 +262,7 @@ def test_a_copy_held_back_by_the_save_is_still_one_interrupt_while_exiting(tmp_p
     finally:
         g.restore_signals()
     try:
+        interrupted.value.exiting()  # what the CLI does before the process ends
         handler = signal.getsignal(signal.SIGINT)
         clock[0] += 0.5
         handler(signal.SIGINT, None)  # the held-back copy: ignored
@@ -270,6 +272,41 @@ def test_a_copy_held_back_by_the_save_is_still_one_interrupt_while_exiting(tmp_p
         assert exits == [130]
     finally:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_an_in_process_caller_gets_its_own_handler_back_after_an_interrupt(tmp_path, monkeypatch):
+    """A notebook calls train() in its kernel: after the interrupt's SystemExit its own Ctrl-C handler
+    is back (a late copy of the interrupt dropped), not one that would end the kernel, and a second
+    train() saves and restores that same handler, not a filter around a filter."""
+    clock = [100.0]
+    monkeypatch.setattr(guard_module.time, "monotonic", lambda: clock[0])
+    calls = []
+
+    def kernel_handler(signum, frame):
+        calls.append(signum)
+
+    previous = signal.signal(signal.SIGINT, kernel_handler)
+    try:
+        g = RunGuard(tmp_path, "t", None)
+        g.install_signals()
+        try:
+            g._on_signal(signal.SIGINT, None)
+            with pytest.raises(SystemExit):
+                g.exit_interrupted(1, 3)
+        finally:
+            g.restore_signals()
+        restored = signal.getsignal(signal.SIGINT)
+        restored(signal.SIGINT, None)  # the interrupt's copy, within the window: dropped
+        assert calls == []
+        clock[0] += g.REPEAT_WINDOW_S
+        restored(signal.SIGINT, None)  # the user's next Ctrl-C: the kernel's own handler
+        assert calls == [signal.SIGINT]
+        again = RunGuard(tmp_path, "t", None)
+        again.install_signals()
+        again.restore_signals()
+        assert signal.getsignal(signal.SIGINT) is kernel_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_checkpoint_from_another_package_is_refused(tmp_path):

@@ -164,6 +164,27 @@ def train_task(cfg: DictConfig):
     return train(cfg)
 
 
+def run_job(task, cfg: DictConfig):
+    """``task(cfg)`` as a command runs it, its process ending with it: a user error is one line and
+    exit 2; training's interrupt (checkpoint saved) exits 130/143, a late copy of the signal unable
+    to kill the exit; Ctrl-C before training starts exits 130 with one line."""
+    try:
+        return task(cfg)
+    except UserError as e:
+        fail(str(e))
+    except SystemExit as e:
+        if hasattr(e, "exiting"):  # guard.Interrupted
+            e.exiting()
+        raise
+    except KeyboardInterrupt:  # before training starts (training itself saves and exits 130)
+        print("interrupted before training started; run the same command to start again", file=sys.stderr)
+        sys.exit(130)
+    except Exception as e:  # Hydra's instantiate wraps a UserError raised by a model's constructor
+        if isinstance(e.__cause__, UserError):
+            fail(str(e.__cause__))
+        raise
+
+
 def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, argv: list[str] | None = None,
         config_name: str = "train", choices: dict[str, tuple[str, ...]] | None = None,
         check: Callable[[DictConfig], None] | None = None) -> None:
@@ -206,17 +227,7 @@ def run(conf_package: str, task: Callable[[DictConfig], object] = train_task, ar
         with open_dict(cfg):
             cfg.output_dir = HydraConfig.get().runtime.output_dir
             cfg.package = conf_package  # the run folder records which package built it (cifar-eval reads it)
-        try:
-            return task(cfg)
-        except UserError as e:
-            fail(str(e))
-        except KeyboardInterrupt:  # before training starts (training itself saves and exits 130)
-            print("interrupted before training started; run the same command to start again", file=sys.stderr)
-            sys.exit(130)
-        except Exception as e:  # Hydra's instantiate wraps a UserError raised by a model's constructor
-            if isinstance(e.__cause__, UserError):
-                fail(str(e.__cause__))
-            raise
+        return run_job(task, cfg)
 
     sys.argv = [sys.argv[0], *argv]
     hydra.main(config_path=str(resources.files(conf_package)), config_name=config_name, version_base="1.3")(job)()

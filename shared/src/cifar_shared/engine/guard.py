@@ -45,7 +45,47 @@ def nonfinite_weights(module: torch.nn.Module) -> list[str]:
 
 
 class Interrupted(SystemExit):
-    """Raised after the interrupt checkpoint is saved; exit status 128 + signal number."""
+    """Raised after the interrupt checkpoint is saved; exit status 128 + signal number.
+
+    ``train()`` hands the caller its own signal handlers back (a notebook's Ctrl-C still interrupts
+    its next cell). A process that exits on this calls ``exiting()`` first (the CLI does), so that a
+    late copy of the signal cannot kill it on the way out.
+    """
+
+    def __init__(self, signum: int, signalled_at: float):
+        super().__init__(128 + signum)
+        self.signum, self.signalled_at = signum, signalled_at
+
+    def exiting(self) -> None:
+        signal.signal(self.signum, self._on_signal_while_exiting)
+        # At shutdown CPython puts SIG_DFL back wherever Python set a handler, unless that handler
+        # is SIG_IGN: a copy landing then would kill the process (status -2, not 130). The last
+        # exit hooks (log flushes) run with the signal ignored; registered last, this runs first.
+        atexit.register(signal.signal, self.signum, signal.SIG_IGN)
+
+    def _on_signal_while_exiting(self, signum, frame) -> None:
+        """The checkpoint is saved and the resume line printed: a late copy of the interrupt is
+        ignored, a real second one ends the exit at once, with the same status (nothing is lost)."""
+        if time.monotonic() - self.signalled_at >= RunGuard.REPEAT_WINDOW_S:
+            os._exit(128 + signum)
+
+
+class _DropRepeat:
+    """The caller's handler back after an interrupt, behind a filter that drops a copy of that
+    interrupt arriving within the repeat window (``uv run`` forwards Ctrl-C to a group that got it
+    too); any later signal goes to the caller's handler as before."""
+
+    def __init__(self, handler, guard: RunGuard):
+        self.handler, self.guard = handler, guard
+
+    def __call__(self, signum, frame) -> None:
+        if time.monotonic() - self.guard._signalled_at < self.guard.REPEAT_WINDOW_S:
+            return
+        if callable(self.handler):
+            self.handler(signum, frame)
+        elif self.handler != signal.SIG_IGN:  # SIG_DFL (or a handler set outside Python): the default action
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 class RunGuard(pl.Callback):
@@ -79,24 +119,14 @@ class RunGuard(pl.Callback):
     # signals ---------------------------------------------------------------------------------
     def install_signals(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._old_handlers[sig] = signal.signal(sig, self._on_signal)
+            old = signal.signal(sig, self._on_signal)
+            self._old_handlers[sig] = old.handler if isinstance(old, _DropRepeat) else old  # an earlier run's filter
 
     def restore_signals(self) -> None:
         for sig, handler in self._old_handlers.items():
-            # after an interrupt the run is exiting, and that interrupt's duplicate may still be on its way
-            signal.signal(sig, self._on_signal_while_exiting if sig == self.signum else handler)
-        if self.signum is not None and self._old_handlers:
-            # At shutdown CPython puts SIG_DFL back wherever Python set a handler, unless that handler
-            # is SIG_IGN: a duplicate landing then would kill the process (status -2, not 130). The
-            # last exit hooks (log flushes) run with the signal ignored.
-            atexit.register(signal.signal, self.signum, signal.SIG_IGN)
+            # after an interrupt, a copy of it may still be on its way: the caller's handler stays behind a filter
+            signal.signal(sig, _DropRepeat(handler, self) if sig == self.signum else handler)
         self._old_handlers = {}
-
-    def _on_signal_while_exiting(self, signum, frame) -> None:
-        """The interrupt's checkpoint is saved and its resume line printed: a late copy of it is
-        ignored, a real second one ends the exit at once, with the same status (nothing is lost)."""
-        if time.monotonic() - self._signalled_at >= self.REPEAT_WINDOW_S:
-            os._exit(128 + signum)
 
     def _on_signal(self, signum, frame) -> None:
         now = time.monotonic()
@@ -114,7 +144,7 @@ class RunGuard(pl.Callback):
         # only when the interpreter gets back from the save's C code)
         self._signalled_at = time.monotonic()
         log.info("interrupted at epoch %d step %d (signal %d)", epoch, step, self.signum)
-        raise Interrupted(128 + self.signum)
+        raise Interrupted(self.signum, self._signalled_at)
 
     # checkpoint contents ---------------------------------------------------------------------
     def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:

@@ -170,15 +170,11 @@ def run_config(path: str, fault: str | None = None) -> None:
     """The CLI's job without Hydra: UserError -> one line, exit 2; signals exit 130/143."""
     from omegaconf import OmegaConf
 
-    from cifar_shared.engine.cli import fail
+    from cifar_shared.engine.cli import run_job
     from cifar_shared.engine.train import train
-    from cifar_shared.errors import UserError
 
-    try:
-        with inject(fault):
-            train(OmegaConf.load(path))
-    except UserError as e:
-        fail(str(e))
+    with inject(fault):
+        run_job(train, OmegaConf.load(path))
 
 
 def exec_script(command: list[str], fault: str | None) -> None:
