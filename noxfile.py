@@ -108,7 +108,7 @@ MUTANT_SCOPE = [
     "cifar_shared.data.augment.*",
     "cifar_shared.engine.schedulers.*",
     "cifar_shared.engine.metrics.*",
-    *(f"cifar_shared.engine.lr_finder.x_{f}*" for f in ("rule_for", "valley_index", "onecycle_index", "smoothing_beta", "smooth", "pick_lr")),
+    *(f"cifar_shared.engine.lr_finder.x_{f}*" for f in ("rule_for", "valley_index", "divergence_index", "smoothing_beta", "smooth", "pick_lr")),
     *(f"cifar_shared.runs.report.x_{f}*" for f in ("run_folders", "model_stats", "wall_time", "sweep_key", "describe", "_num", "_time", "table", "report")),
     "cifar_perceiver.config_file.*",
     "cifar_qvit.quant.*",

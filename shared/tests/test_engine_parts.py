@@ -12,7 +12,6 @@ from cifar_shared.engine import schedulers
 from cifar_shared.engine.cli import checked_override_sets, one_line, translate_flags
 from cifar_shared.engine.config import check_config
 from cifar_shared.engine.lr_finder import (
-    ONECYCLE_GIVE_BACK,
     pick_lr,
     rule_for,
     smooth,
@@ -142,15 +141,33 @@ def test_valley_rule_is_fastais_longest_valley():
     assert lrs[0] * 10 < pick < raw_min  # inside the valley, below its bottom
 
 
-def test_onecycle_rule_sits_past_the_minimum_before_the_loss_turns_up():
+def test_onecycle_rule_is_a_third_of_the_last_lr_before_the_divergence():
+    """The loss blows up past 0.1 (0.8 + 20 (lr - 0.1)); the smoothed curve, which lags, first stays
+    10 % above the start (2.3) a few points later: the pick is a third of the point before that."""
     lrs, loss = _sweep()
-    pick, _ = pick_lr(lrs, loss, "onecycle")
+    pick, why = pick_lr(lrs, loss, "onecycle")
     curve = np.asarray(smooth(loss))
-    i = lrs.index(pick)
     start = float(np.median(loss[:10]))
-    limit = curve.min() + ONECYCLE_GIVE_BACK * (start - curve.min())
-    assert i >= int(curve.argmin()) and curve[i] <= limit < curve[i + 1]
+    edge = next(i for i in range(len(curve)) if (curve[i:] > 1.1 * start).all())
+    assert why == "ok" and pick == pytest.approx(lrs[edge - 1] / 3)
+    assert 0.1 < lrs[edge - 1] < 0.3  # past the raw blow-up at 0.1, by the smoothing's lag
     assert pick > pick_lr(lrs, loss, "valley")[0] and pick > pick_lr(lrs, loss, "min_over_10")[0]
+
+
+def test_onecycle_rule_needs_a_divergence_not_a_dip():
+    """A flat sweep that ends 25 % up has diverged: a pick (the other rules decline: no 5 % dip); a
+    sweep that falls and never rises again has no bound to read; a loss that turns NaN diverged."""
+    lrs = np.logspace(-5, 0, 60).tolist()
+    flat_then_up = [2.3] * 50 + [2.3 + 0.3 * k for k in range(1, 11)]
+    pick, why = pick_lr(lrs, flat_then_up, "onecycle")
+    assert why == "ok" and lrs[40] / 3 < pick < lrs[59] / 3
+    assert pick_lr(lrs, flat_then_up, "valley")[0] is None
+    falling = np.linspace(2.3, 1.0, 60).tolist()
+    none, why = pick_lr(lrs, falling, "onecycle")
+    assert none is None and "never rose 10% above its start" in why and "raise lr_find.max_lr" in why
+    nan_end = falling[:50] + [float("nan")] * 10
+    pick, why = pick_lr(lrs, nan_end, "onecycle")
+    assert why == "ok" and pick == pytest.approx(lrs[49] / 3)
 
 
 def test_auto_rule_follows_the_scheduler():

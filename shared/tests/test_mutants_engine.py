@@ -11,7 +11,7 @@ from torch.optim import lr_scheduler as S
 
 from cifar_shared.engine import schedulers
 from cifar_shared.engine.lr_finder import (
-    onecycle_index,
+    divergence_index,
     pick_lr,
     smooth,
     smoothing_beta,
@@ -182,7 +182,7 @@ def test_every_rule_says_ok_with_its_pick():
     curve = np.asarray(smooth(loss))
     assert pick_lr(lrs, loss, "min_over_10") == (lrs[int(curve.argmin())] / 10, "ok")
     assert pick_lr(lrs, loss, "valley") == (lrs[valley_index(curve)], "ok")
-    assert pick_lr(lrs, loss, "onecycle") == (lrs[onecycle_index(curve, float(np.median(loss[:10])))], "ok")
+    assert pick_lr(lrs, loss, "onecycle") == (lrs[divergence_index(curve, float(np.median(loss[:10]))) - 1] / 3, "ok")
     steep, why = pick_lr(lrs, loss, "steepest")
     assert why == "ok" and len({steep, pick_lr(lrs, loss, "valley")[0], pick_lr(lrs, loss, "onecycle")[0],
                                 pick_lr(lrs, loss, "min_over_10")[0]}) == 4  # four rules, four answers
@@ -265,9 +265,14 @@ def test_valley_edges():
     assert valley_index(np.array([1.0, 5.0, 4.0, 3.0, 10.0, 9.0, 8.0])) == 1
 
 
-def test_onecycle_index_edges():
-    # a point exactly at the limit still counts as within it
-    assert onecycle_index(np.array([2.0, 1.0, 1.5, 3.0]), 2.0) == 2
-    # never back above the limit: the last point
-    assert onecycle_index(np.array([2.0, 1.0, 1.2, 1.3]), 2.0) == 3
-    assert onecycle_index(np.array([2.0, 1.8, 1.0]), 2.0) == 2
+def test_divergence_index_edges():
+    # exactly 10 % above the start is not diverged yet; the first point of the final run above is
+    assert divergence_index(np.array([2.0, 1.0, 2.2, 2.3, 3.0]), 2.0) == 3
+    # above, back below, above again: the final run counts
+    assert divergence_index(np.array([2.0, 3.0, 1.0, 2.5, 2.6]), 2.0) == 3
+    # ending below the bound: no divergence
+    assert divergence_index(np.array([2.0, 3.0, 2.1]), 2.0) is None
+    # NaN is diverged; above from the first point: index 0
+    assert divergence_index(np.array([2.0, 1.0, np.nan]), 2.0) == 2
+    assert divergence_index(np.array([2.5, np.nan]), 2.0) == 0
+
