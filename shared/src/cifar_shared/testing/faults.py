@@ -166,14 +166,26 @@ def config_command(config_yaml: Path) -> list[str]:
     return [sys.executable, "-m", "cifar_shared.testing.faults", "run", str(config_yaml)]
 
 
-def run_config(path: str, fault: str | None = None) -> None:
+class ReseedAtSetup(pl.Callback):
+    """Reseeds the global RNG as Lightning's DDP does when fit starts (``reset_seed``, from the seed
+    ``seed_everything`` recorded): a plain run with this draws the same dropout masks as a DDP run,
+    so the two can be compared number for number (``test_ddp_*``). Test machinery, never in a
+    user's run: the engine does not reseed (that would change every run's numbers with dropout)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        from lightning_fabric.utilities.seed import reset_seed
+
+        reset_seed()
+
+
+def run_config(path: str, fault: str | None = None, reseed: bool = False) -> None:
     """The CLI's job without Hydra: UserError -> one line, exit 2; signals exit 130/143."""
     from omegaconf import OmegaConf
 
     from cifar_shared.engine.cli import run_job
     from cifar_shared.engine.train import train
 
-    with inject(fault):
+    with inject(fault), run_callbacks_added(lambda: [ReseedAtSetup()] if reseed else []):
         run_job(train, OmegaConf.load(path))
 
 
@@ -199,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="train on a resolved config.yaml (test helper)")
     r.add_argument("config")
     r.add_argument("--fault", help="a fault spec, e.g. batch:2,ckpt_write:1")
+    r.add_argument("--reseed", action="store_true", help="reseed the global RNG at fit setup, as DDP does (ReseedAtSetup)")
     e = sub.add_parser("exec", help="a *-train console script, in this process, with --fault installed")
     e.add_argument("--fault", help="a fault spec, e.g. batch:2,ckpt_write:1")
     e.add_argument("command", nargs=argparse.REMAINDER)
@@ -207,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("command", nargs=argparse.REMAINDER)
     args, rest = p.parse_known_args(argv)
     if args.what == "run":
-        run_config(args.config, args.fault)
+        run_config(args.config, args.fault, args.reseed)
         return 0
     if args.what == "exec":
         exec_script(args.command[1:] if args.command[:1] == ["--"] else args.command, args.fault)

@@ -98,18 +98,13 @@ def test_trains_on_the_real_subset_on_the_gpu(gpu_package, request, tmp_path):
 def test_ddp_on_one_gpu_gives_the_same_numbers(gpu_package, request, tmp_path):
     """``trainer.strategy=ddp trainer.devices=1`` (process group, sharded loader) = the plain run.
 
-    Lightning's DDP reseeds the global RNG when fit starts (``reset_seed``); a model that draws
-    dropout masks from it gets other masks than the plain run, so such a model is skipped.
+    Lightning's DDP reseeds the global RNG when fit starts (``reset_seed``); the plain run is
+    reseeded at the same point (``faults.ReseedAtSetup``), so a model with dropout draws the same
+    masks in both (the CPU twin, with gloo: ``shared/tests/test_ddp_cpu.py``).
     """
-    from hydra.utils import instantiate
-    from torch import nn
-
     # deterministic kernels: the GPU default (auto) picks fast ones, which differ run to run
     cfg = gpu_config(request, gpu_package, tmp_path / "plain", "epochs=2", "channels_last=false", "compile=false",
                      "trainer.deterministic=warn")
-    net = instantiate(cfg.model, num_classes=10)
-    if any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0 for m in net.modules()):
-        pytest.skip("dropout draws from the global RNG, which DDP reseeds at fit start")
     runs = {}
     for name, strategy in (("plain", "auto"), ("ddp", "ddp")):
         out = tmp_path / name
@@ -117,7 +112,8 @@ def test_ddp_on_one_gpu_gives_the_same_numbers(gpu_package, request, tmp_path):
                                         "trainer": {"strategy": strategy, "devices": 1}})
         path = tmp_path / f"{name}.yaml"
         path.write_text(OmegaConf.to_yaml(run_cfg, resolve=True))
-        done = subprocess.run([sys.executable, "-m", "cifar_shared.testing.faults", "run", str(path)], capture_output=True, text=True)
+        reseed = ["--reseed"] if name == "plain" else []
+        done = subprocess.run([sys.executable, "-m", "cifar_shared.testing.faults", "run", str(path), *reseed], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = _history(out)
     rows = {name: [{k: v for k, v in r.items() if k != "time_s"} for r in run["history"]] for name, run in runs.items()}
