@@ -2,7 +2,9 @@
 
 `uvx nox` runs them all; `uvx nox -s basiccnn` runs one package on every Python,
 `uvx nox -s basiccnn-3.12` one cell of the matrix; `uvx nox -s bench` prints loader speed;
-`uvx nox -s mutants` measures the tests' mutation score (slow, not in the default run; docs/testing.md).
+`uvx nox -s mutants` measures the tests' mutation score (slow, not in the default run; docs/testing.md);
+`uvx nox -s lr_finder` checks each package's `--lr-find` against its configured lr on the real subset
+(three seeds a package, ~40 min in all on 2 cores; not in the default run either).
 
 The first Python runs every test; the others skip the tests marked `slow` (real-data learning
 runs, fault injection with subprocesses): those check numbers and process behaviour that do not
@@ -60,8 +62,8 @@ def make_test_session(name: str, package: str, extras: list[str], tests: str) ->
     @nox.session(name=name, python=PYTHONS)
     def _tests(session: nox.Session) -> None:
         sync(session, package, extras)
-        quick = [] if session.python == PYTHONS[0] else ["-m", "not slow"]
-        session.run("pytest", tests, "-q", "--durations=8", *quick, *session.posargs)
+        marks = "not lr_finder" if session.python == PYTHONS[0] else "not slow and not lr_finder"
+        session.run("pytest", tests, "-q", "--durations=8", "-m", marks, *session.posargs)
 
     _tests.__doc__ = f"Tests of {package}, alone in its own environment."
 
@@ -75,6 +77,17 @@ def lint(session: nox.Session) -> None:
     """ruff over the whole repo."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHONS[0])
+def lr_finder(session: nox.Session) -> None:
+    """Does `--lr-find` help? Per package, three seeds on the real subset with the configured lr and
+    with the finder first: the finder's mean val acc must be at least the default's minus one point
+    (tests marked `lr_finder`; they skip without ../shared/data). `-- NAME ...` runs some packages."""
+    for name in session.posargs or [n for n in PACKAGES if n != "shared"]:
+        package, extras, tests = PACKAGES[name]
+        sync(session, package, extras)
+        session.run("pytest", tests, "-q", "-s", "-m", "lr_finder")
 
 
 @nox.session(python=PYTHONS[0])

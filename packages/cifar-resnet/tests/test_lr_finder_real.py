@@ -15,7 +15,7 @@ from cifar_shared.testing.lr_finder_check import (
 RUN = ["epochs=1", "model.stem=imagenet"]
 
 
-@pytest.mark.slow
+@pytest.mark.lr_finder  # minutes on CPU: `uvx nox -s lr_finder`, not the default sessions
 def test_lr_finder_is_not_worse_than_the_configured_lr(real_subset, tmp_path):
     def config(out, *overrides):
         return compose_config("cifar_resnet.conf", [
