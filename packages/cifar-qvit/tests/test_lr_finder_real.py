@@ -1,27 +1,12 @@
 """``--lr-find`` on the real CIFAR-10 subset is not worse than the configured lr: 2 epochs of the tiny random-init 4-bit ViT, three
-seeds, the finder's mean final val acc at least the default's minus one point (docs/cifar-qvit.md has
-the figures)."""
+seeds (``cifar_shared.testing.lr_finder_check``; figures in docs/cifar-qvit.md)."""
 
 import pytest
 
 from cifar_qvit.cli import train_qvit
-from cifar_shared.engine.cli import compose_config
-from cifar_shared.testing.lr_finder_check import (
-    assert_finder_not_worse,
-    finder_against_default,
-    summary,
-)
-
-RUN = ["epochs=2", "model.pretrained=null", "model.size=tiny", "logger=tensorboard"]
+from cifar_shared.testing.lr_finder_check import check_finder
 
 
 @pytest.mark.lr_finder  # minutes on CPU: `uvx nox -s lr_finder`, not the default sessions
 def test_lr_finder_is_not_worse_than_the_configured_lr(real_subset, tmp_path):
-    def config(out, *overrides):
-        return compose_config("cifar_qvit.conf", [
-            "experiment=subset", f"data.root={real_subset}", *RUN, "trainer.enable_progress_bar=false", f"output_dir={out}", *overrides,
-        ])
-
-    rows = finder_against_default(train_qvit, config, tmp_path)
-    print(summary(rows))
-    assert_finder_not_worse(rows)
+    check_finder(train_qvit, "cifar_qvit.conf", real_subset, tmp_path, ["epochs=2", "model.pretrained=null", "model.size=tiny", "logger=tensorboard"])

@@ -4,6 +4,7 @@ package's slow test calls ``finder_against_default`` with its own ``train`` and 
 
 The check is on the mean final validation accuracy over the seeds: a finder that picks a worse lr
 than the package's default (as ``valley`` did for basiccnn, -3.2 points in 15 epochs) fails it.
+A package's test is ``check_finder(train, "cifar_x.conf", real_subset, tmp_path, [its budget])``.
 """
 
 from __future__ import annotations
@@ -44,3 +45,19 @@ def assert_finder_not_worse(rows: dict, points: float = 1.0) -> None:
     for pick, used in zip(rows["pick"], rows["lr_used"]):
         assert pick is None or used == pick, (pick, used)
     assert statistics.mean(rows["finder"]) >= statistics.mean(rows["default"]) - points / 100, summary(rows)
+
+
+def check_finder(train: Callable, conf_package: str, real_subset: Path, out: Path, run: list[str]) -> dict:
+    """``experiment=subset`` of ``conf_package`` on ``real_subset`` with ``run``'s overrides (its short
+    budget): both runs per seed, the summary printed, the finder held to ``assert_finder_not_worse``."""
+    from cifar_shared.engine.cli import compose_config
+
+    def config(folder, *overrides):
+        return compose_config(conf_package, [
+            "experiment=subset", f"data.root={real_subset}", *run, "trainer.enable_progress_bar=false", f"output_dir={folder}", *overrides,
+        ])
+
+    rows = finder_against_default(train, config, out)
+    print(summary(rows))
+    assert_finder_not_worse(rows)
+    return rows
