@@ -9,7 +9,7 @@ def test_defaults_of_the_original_project():
     assert cfg.optim._target_ == "torch.optim.AdamW" and cfg.optim.lr == 3e-4 and cfg.batch_size == 128
     assert cfg.scheduler._target_.endswith("cosine") and cfg.scheduler.warmup_epochs == 1
     assert set(cfg.logger) == {"tensorboard", "wandb"} and cfg.trainer.precision == "auto"
-    assert list(cfg.data.mean) == [0.5, 0.5, 0.5] and cfg.loss_hook is None
+    assert list(cfg.data.mean) == [0.5, 0.5, 0.5] and cfg.loss_hook is None and cfg.data.name == "cifar100"
 
 
 def test_choices_match_the_model():
@@ -20,6 +20,11 @@ def test_presets():
     cfg = compose_config("cifar_qvit.conf", ["bits=qvit", "loss_hook=dgd", "model.init_from=/runs/fp", "experiment=subset"])
     assert cfg.model.layer_bits.patch_embed.w == 8 and cfg.model.layer_bits.classifier.a == 8
     assert cfg.loss_hook.teacher_run == "/runs/fp" and cfg.data.root == "../shared/data/cifar10-subset"
+    # the experiment's CIFAR-10 wins over the original's CIFAR-100 (it lost while train.yaml held the
+    # override itself: "no cifar100 data under ../shared/data/cifar10-subset")
+    assert cfg.data.name == "cifar10" and cfg.data.mean == cfg.model.image_mean
+    assert compose_config("cifar_qvit.conf", ["experiment=subset100"]).data.name == "cifar100"
+    assert compose_config("cifar_qvit.conf", []).data.name == "cifar100"
 
 
 def test_package_is_registered_for_shared_tools():
