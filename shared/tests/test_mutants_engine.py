@@ -276,3 +276,13 @@ def test_divergence_index_edges():
     assert divergence_index(np.array([2.0, 1.0, np.nan]), 2.0) == 2
     assert divergence_index(np.array([2.5, np.nan]), 2.0) == 0
 
+
+
+def test_onecycle_declines_without_a_divergence_or_with_one_from_the_first_step():
+    lrs = np.logspace(-5, 0, 20).tolist()  # the last lr is 1, the one before 0.546
+    assert pick_lr(lrs, np.linspace(2.3, 1.0, 20).tolist(), "onecycle") == (
+        None, "the loss never rose 10% above its start for good (no divergence up to lr 1; raise lr_find.max_lr)")
+    # start = median(5, 1, 1) = 1, and the smoothed curve is above 1.1 from its first point: no lr before it
+    assert pick_lr(lrs, [5.0, 1.0, 1.0] + [20.0] * 17, "onecycle") == (None, "the loss was above its start from the first step")
+    # start = median(1, 30, 1) = 1, below 1.1 at the first point only: the pick is a third of the first lr
+    assert pick_lr(lrs, [1.0, 30.0, 1.0] + [30.0] * 17, "onecycle") == (pytest.approx(lrs[0] / 3), "ok")
