@@ -4,7 +4,8 @@
 `uvx nox -s basiccnn-3.12` one cell of the matrix; `uvx nox -s bench` prints loader speed;
 `uvx nox -s mutants` measures the tests' mutation score (slow, not in the default run; docs/testing.md);
 `uvx nox -s lr_finder` checks each package's `--lr-find` against its configured lr on the real subset
-(three seeds a package, ~40 min in all on 2 cores; not in the default run either).
+(three seeds a package, six for debugcnn; 1.5 to 2 hours in all on 2 cores, most of it resnet's;
+not in the default run either).
 
 The first Python runs every test; the others skip the tests marked `slow` (real-data learning
 runs, fault injection with subprocesses): those check numbers and process behaviour that do not
@@ -81,7 +82,7 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def lr_finder(session: nox.Session) -> None:
-    """Does `--lr-find` help? Per package, three seeds on the real subset with the configured lr and
+    """Does `--lr-find` help? Per package, three seeds (debugcnn six) on the real subset with the configured lr and
     with the finder first: the finder's mean val acc must be at least the default's minus one point
     (tests marked `lr_finder`; they skip without ../shared/data). `-- NAME ...` runs some packages."""
     for name in session.posargs or [n for n in PACKAGES if n != "shared"]:

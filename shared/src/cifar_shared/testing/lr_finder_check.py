@@ -47,9 +47,10 @@ def assert_finder_not_worse(rows: dict, points: float = 1.0) -> None:
     assert statistics.mean(rows["finder"]) >= statistics.mean(rows["default"]) - points / 100, summary(rows)
 
 
-def check_finder(train: Callable, conf_package: str, real_subset: Path, out: Path, run: list[str]) -> dict:
+def check_finder(train: Callable, conf_package: str, real_subset: Path, out: Path, run: list[str], seeds=SEEDS) -> dict:
     """``experiment=subset`` of ``conf_package`` on ``real_subset`` with ``run``'s overrides (its short
-    budget): both runs per seed, the summary printed, the finder held to ``assert_finder_not_worse``."""
+    budget): both runs per seed, the summary printed, the finder held to ``assert_finder_not_worse``.
+    A package whose runs spread widely over seeds passes more ``seeds`` so one point means something."""
     from cifar_shared.engine.cli import compose_config
 
     def config(folder, *overrides):
@@ -57,7 +58,7 @@ def check_finder(train: Callable, conf_package: str, real_subset: Path, out: Pat
             "experiment=subset", f"data.root={real_subset}", *run, "trainer.enable_progress_bar=false", f"output_dir={folder}", *overrides,
         ])
 
-    rows = finder_against_default(train, config, out)
+    rows = finder_against_default(train, config, out, seeds)
     print(summary(rows))
     assert_finder_not_worse(rows)
     return rows
