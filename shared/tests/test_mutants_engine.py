@@ -277,7 +277,6 @@ def test_divergence_index_edges():
     assert divergence_index(np.array([2.5, np.nan]), 2.0) == 0
 
 
-
 def test_onecycle_declines_without_a_divergence_or_with_one_from_the_first_step():
     lrs = np.logspace(-5, 0, 20).tolist()  # the last lr is 1, the one before 0.546
     assert pick_lr(lrs, np.linspace(2.3, 1.0, 20).tolist(), "onecycle") == (
